@@ -1,0 +1,42 @@
+/* The `ap` command line (SPEC section 8).
+ *
+ * `ap [--config FILE] COMMAND ...`. One table in src/cli/cli.c lists the
+ * commands; each lives in its own src/cli/<name>.c. Exit codes: 0 success,
+ * 1 runtime failure, 2 usage error. */
+#ifndef AP_CLI_H
+#define AP_CLI_H
+
+#include <stdio.h>
+
+enum {
+	AP_EXIT_OK = 0,
+	AP_EXIT_FAIL = 1,
+	AP_EXIT_USAGE = 2,
+	AP_EXIT_ORPHANS = 3,
+};
+
+typedef struct ap_cli_global {
+	const char *config_path; /* --config, NULL when not given */
+} ap_cli_global;
+
+/* A command gets its own argv (argv[0] is the command name). */
+typedef int (*ap_cli_fn)(int argc, char **argv, const ap_cli_global *g);
+
+typedef struct ap_command {
+	const char *name;
+	const char *summary;
+	const char *usage; /* full help text printed by `ap NAME --help` */
+	ap_cli_fn run;     /* NULL: not available yet */
+	const char *pending_issue; /* which issue brings it, when run is NULL */
+} ap_command;
+
+/* Entry point used by main(). */
+int ap_cli_main(int argc, char **argv);
+
+/* True when argv holds -h or --help before a "--". */
+int ap_cli_wants_help(int argc, char **argv);
+
+int ap_cmd_version(int argc, char **argv, const ap_cli_global *g);
+int ap_cmd_config(int argc, char **argv, const ap_cli_global *g);
+
+#endif

@@ -1,0 +1,120 @@
+/* Configuration (SPEC section 5).
+ *
+ * Two files, each described by one declarative table of keys (type, bounds,
+ * default, offset into the struct) in src/config.c: the aggregator's
+ * (conf/aggregator.conf) and the operator client's (conf/operator.conf).
+ * Loading fills defaults first, then applies the file; an unknown key, a
+ * wrong type or an out-of-range value is an error naming file and line
+ * ("FILE:LINE: key 'x': ..."), and leaves the struct at its defaults.
+ *
+ * A loaded config is immutable and owned by whoever loaded it; free it with
+ * the matching _free. Not thread-safe while loading; read-only afterwards. */
+#ifndef AP_CONFIG_H
+#define AP_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+	AP_DURABILITY_SYNC = 0,
+	AP_DURABILITY_WRITE_NOSYNC = 1,
+	AP_DURABILITY_NOSYNC = 2,
+} ap_durability;
+
+typedef enum {
+	AP_AUTH_SIGNATURE = 0,
+	AP_AUTH_NONE = 1,
+} ap_auth_mode;
+
+typedef struct ap_config {
+	char *listen;
+	char *admin_listen;
+	struct {
+		char *dir;
+		ap_durability durability;
+	} storage;
+	struct {
+		char **approved; /* lower-cased addresses */
+		size_t n_approved;
+		int64_t stabilization_ms;
+		int64_t resync_interval_ms;
+		int64_t send_timeout_ms;
+		int64_t reconnect_cooldown_ms;
+		int64_t max_sessions;
+		int64_t keepalive_time_ms;
+		int64_t keepalive_timeout_ms;
+		int64_t restart_grace_ms;
+	} operators;
+	struct {
+		char *cert_file;
+		char *key_file;
+		char *client_ca_file;
+	} tls;
+	int64_t max_message_bytes;
+	int64_t shutdown_timeout_ms;
+	struct {
+		int64_t threads;
+	} ticker;
+	struct {
+		ap_auth_mode mode;
+		int64_t max_skew_s;
+	} auth;
+	struct {
+		int level;  /* ap_log_level */
+		int format; /* ap_log_format */
+		char *file; /* "" = stderr */
+	} log;
+	char *metrics_listen;
+	struct {
+		char *token;
+	} admin;
+} ap_config;
+
+typedef struct ap_operator_config {
+	char *aggregator; /* host:port of the aggregator's operator port */
+	char *address;    /* 0x + 40 hex, lower-cased */
+	char *key_file;
+	struct {
+		bool event_monitoring;
+		bool block_monitoring;
+		bool time_monitoring;
+	} capabilities;
+	int64_t *chain_ids;
+	size_t n_chain_ids;
+	int64_t ping_interval_ms;
+	struct {
+		int64_t initial_ms;
+		double factor;
+		int64_t max_ms;
+		double jitter;      /* fraction, 0.25 = 25 % */
+		int64_t reset_after_ms;
+	} backoff;
+	struct {
+		int level;
+		int format;
+		char *file;
+	} log;
+} ap_operator_config;
+
+/* Fill every key with its default. Returns 0 or AP_ENOMEM. */
+int ap_config_defaults(ap_config *cfg);
+/* Load `path` over the defaults. Returns 0, AP_ECONFIG (detail in err as
+ * "FILE:LINE: ...") or AP_ENOMEM. On error *cfg holds the defaults. */
+int ap_config_load(ap_config *cfg, const char *path, char *err, size_t errlen);
+void ap_config_free(ap_config *cfg);
+
+int ap_operator_config_defaults(ap_operator_config *cfg);
+int ap_operator_config_load(ap_operator_config *cfg, const char *path,
+			    char *err, size_t errlen);
+void ap_operator_config_free(ap_operator_config *cfg);
+
+/* True when `s` is 0x followed by 40 hex digits (any case). */
+bool ap_config_is_address(const char *s);
+
+/* Iterate over the key table of one kind (for man pages and tests):
+ * returns the dotted name of key i ("operators.stabilization_ms"), or NULL
+ * past the end. kind 0 = aggregator, 1 = operator. */
+const char *ap_config_key_name(int kind, size_t i);
+
+#endif

@@ -1,0 +1,139 @@
+/* The command table and global option parsing for `ap`.
+ *
+ * Commands whose issue has not landed yet stay in the table with run ==
+ * NULL, so `ap help` shows the whole shape of the tool and invoking one says
+ * clearly that it is not available yet (exit 2) instead of "unknown". */
+#include <stdio.h>
+#include <string.h>
+
+#include "ap/cli.h"
+#include "config.h"
+
+static int cmd_help(int argc, char **argv, const ap_cli_global *g);
+
+static const ap_command commands[] = {
+	{ "aggregator", "run the aggregator daemon",
+	  "usage: ap [--config FILE] aggregator [--port-file FILE]\n",
+	  NULL, "#4" },
+	{ "operator", "run an operator client",
+	  "usage: ap [--config FILE] operator\n", NULL, "#5" },
+	{ "status", "summarise the database (daemon running or not)",
+	  "usage: ap [--config FILE] status [--json] [--db DIR] [--max-orphans N]\n",
+	  NULL, "#5" },
+	{ "task", "create, list, enable, disable and delete tasks",
+	  "usage: ap [--config FILE] task create|list|disable|enable|delete ...\n",
+	  NULL, "#5" },
+	{ "keygen", "write a new secp256k1 key file and print its address",
+	  "usage: ap keygen FILE\n", NULL, "#7" },
+	{ "stress", "the rapid-reconnect harness",
+	  "usage: ap [--config FILE] stress [OPTIONS]\n", NULL, "#6" },
+	{ "config", "check a configuration file",
+	  "usage: ap config check [--operator] [FILE]\n"
+	  "\n"
+	  "Load FILE (default: --config, else conf/aggregator.conf) against the\n"
+	  "aggregator key table, or the operator table with --operator, and\n"
+	  "report the first error as FILE:LINE. Exit 0 when valid, 1 when not,\n"
+	  "2 on a usage error.\n",
+	  NULL, "#2" },
+	{ "version", "print the version",
+	  "usage: ap version\n", ap_cmd_version, NULL },
+	{ "help", "list the commands, or show one command's help",
+	  "usage: ap help [COMMAND]\n", cmd_help, NULL },
+};
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+static const ap_command *find_command(const char *name)
+{
+	for (size_t i = 0; i < N_COMMANDS; i++)
+		if (strcmp(commands[i].name, name) == 0)
+			return &commands[i];
+	return NULL;
+}
+
+static void print_overview(FILE *out)
+{
+	fprintf(out, "usage: ap [--config FILE] COMMAND [ARGS]\n\ncommands:\n");
+	for (size_t i = 0; i < N_COMMANDS; i++)
+		fprintf(out, "  %-11s %s%s\n", commands[i].name,
+			commands[i].summary,
+			commands[i].run ? "" : " (not available yet)");
+	fprintf(out, "\n`ap COMMAND --help` shows one command's options.\n");
+}
+
+static int cmd_help(int argc, char **argv, const ap_cli_global *g)
+{
+	(void)g;
+	if (argc < 2) {
+		print_overview(stdout);
+		return AP_EXIT_OK;
+	}
+	const ap_command *c = find_command(argv[1]);
+	if (!c) {
+		fprintf(stderr, "ap: unknown command '%s'\n", argv[1]);
+		return AP_EXIT_USAGE;
+	}
+	fputs(c->usage, stdout);
+	return AP_EXIT_OK;
+}
+
+int ap_cli_wants_help(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0)
+			return 0;
+		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
+			return 1;
+	}
+	return 0;
+}
+
+int ap_cli_main(int argc, char **argv)
+{
+	ap_cli_global g = { 0 };
+	int i = 1;
+
+	/* Global options come before the command name. */
+	for (; i < argc && argv[i][0] == '-'; i++) {
+		if (strcmp(argv[i], "--config") == 0 || strcmp(argv[i], "-c") == 0) {
+			if (i + 1 >= argc) {
+				fprintf(stderr, "ap: %s needs a file name\n", argv[i]);
+				return AP_EXIT_USAGE;
+			}
+			g.config_path = argv[++i];
+		} else if (strncmp(argv[i], "--config=", 9) == 0) {
+			g.config_path = argv[i] + 9;
+		} else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+			print_overview(stdout);
+			return AP_EXIT_OK;
+		} else if (strcmp(argv[i], "--version") == 0) {
+			return ap_cmd_version(1, argv + i, &g);
+		} else {
+			fprintf(stderr, "ap: unknown option '%s'\n", argv[i]);
+			print_overview(stderr);
+			return AP_EXIT_USAGE;
+		}
+	}
+	if (i >= argc) {
+		fprintf(stderr, "ap: no command given\n");
+		print_overview(stderr);
+		return AP_EXIT_USAGE;
+	}
+
+	const ap_command *c = find_command(argv[i]);
+	if (!c) {
+		fprintf(stderr, "ap: unknown command '%s' (see `ap help`)\n", argv[i]);
+		return AP_EXIT_USAGE;
+	}
+	int cargc = argc - i;
+	char **cargv = argv + i;
+	if (c->run != cmd_help && ap_cli_wants_help(cargc, cargv)) {
+		fputs(c->usage, stdout);
+		return AP_EXIT_OK;
+	}
+	if (!c->run) {
+		fprintf(stderr, "ap: '%s' is not available yet in ap %s (issue %s)\n",
+			c->name, PACKAGE_VERSION, c->pending_issue);
+		return AP_EXIT_USAGE;
+	}
+	return c->run(cargc, cargv, &g);
+}
