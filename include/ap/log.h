@@ -57,16 +57,25 @@ typedef struct ap_log_field {
 #define AP_F_BOOL(k, x) { .key = (k), .kind = AP_LF_BOOL, .v.b = (x) }
 #define AP_F_DBL(k, x) { .key = (k), .kind = AP_LF_DBL, .v.d = (double)(x) }
 
+/* The longest line written, newline included. A longer line is cut at a
+ * character boundary and ends with a `truncated=true` field (text) or
+ * "truncated":true (json); it is never cut silently. */
+#define AP_LOG_LINE_MAX (64 * 1024)
+
 /* Configure the process logger. `path` NULL or "" logs to stderr; otherwise
- * the file is opened for append (created 0640). Returns 0 or AP_EIO with the
- * reason in err. Thread-safe; may be called again to reconfigure. */
+ * the file is opened for append (created 0640). Returns 0, AP_EINVAL for an
+ * unknown level or format, AP_ENOMEM, or AP_EIO with the reason in err; on
+ * failure the previous destination, level and format stay in force.
+ * Thread-safe; may be called again to reconfigure. */
 int ap_log_open(ap_log_level level, ap_log_format format, const char *path,
 		char *err, size_t errlen);
 /* Reopen the log file (SIGHUP, logrotate). No-op when logging to stderr
- * or to a descriptor given with ap_log_set_fd. Thread-safe. */
+ * or to a descriptor given with ap_log_set_fd. Returns 0 or AP_EIO, in
+ * which case logging carries on into the old file. Thread-safe, but not
+ * async-signal-safe: call it from the thread that saw the signal flag. */
 int ap_log_reopen(void);
-/* Log to an existing descriptor (tests use a pipe). The fd stays the
- * caller's: the logger never closes it. */
+/* Log to an existing descriptor (tests use a pipe); a negative fd means
+ * stderr. The fd stays the caller's: the logger never closes it. */
 void ap_log_set_fd(int fd);
 /* Close a log file opened by ap_log_open and go back to stderr. */
 void ap_log_close(void);
@@ -80,7 +89,8 @@ bool ap_log_enabled(ap_log_level level);
 int ap_log_level_parse(const char *s);
 int ap_log_format_parse(const char *s);
 
-/* Format and write one line. Use the macros below. */
+/* Format and write one line. Use the macros below. Thread-safe; keeps the
+ * caller's errno; the fields are only read during the call. */
 void ap_log_emit(ap_log_level level, const char *msg,
 		 const ap_log_field *fields, size_t nfields);
 
