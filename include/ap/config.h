@@ -35,7 +35,7 @@ typedef struct ap_config {
 		ap_durability durability;
 	} storage;
 	struct {
-		char **approved; /* lower-cased addresses */
+		char **approved; /* lower-cased addresses, or just "*" (anyone) */
 		size_t n_approved;
 		int64_t stabilization_ms;
 		int64_t resync_interval_ms;
@@ -97,12 +97,23 @@ typedef struct ap_operator_config {
 	} log;
 } ap_operator_config;
 
-/* Fill every key with its default. Returns 0 or AP_ENOMEM. */
+/* Fill every key with its default. Returns 0 or AP_ENOMEM. *cfg is output
+ * only: whatever it held before is overwritten, not freed. */
 int ap_config_defaults(ap_config *cfg);
 /* Load `path` over the defaults. Returns 0, AP_ECONFIG (detail in err as
- * "FILE:LINE: ...") or AP_ENOMEM. On error *cfg holds the defaults. */
+ * "FILE:LINE: ...") or AP_ENOMEM. On error *cfg holds the defaults, so it
+ * must be freed either way. Like _defaults, *cfg is output only (do not
+ * call _defaults first without _free in between). `path` NULL loads the
+ * defaults alone. `@include "x"` in a file is resolved next to that file.
+ * Not thread-safe (libconfig parse); the result is read-only afterwards. */
 int ap_config_load(ap_config *cfg, const char *path, char *err, size_t errlen);
+/* Release every string and array of *cfg and zero it; NULL is fine. */
 void ap_config_free(ap_config *cfg);
+
+/* True when `address` is an address that operators.approved admits (an
+ * entry equal ignoring case, or the wildcard "*"). Thread-safe on a loaded,
+ * read-only config. */
+bool ap_config_is_approved(const ap_config *cfg, const char *address);
 
 int ap_operator_config_defaults(ap_operator_config *cfg);
 int ap_operator_config_load(ap_operator_config *cfg, const char *path,

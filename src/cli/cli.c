@@ -34,7 +34,7 @@ static const ap_command commands[] = {
 	  "aggregator key table, or the operator table with --operator, and\n"
 	  "report the first error as FILE:LINE. Exit 0 when valid, 1 when not,\n"
 	  "2 on a usage error.\n",
-	  NULL, "#2" },
+	  ap_cmd_config, NULL },
 	{ "version", "print the version",
 	  "usage: ap version\n", ap_cmd_version, NULL },
 	{ "help", "list the commands, or show one command's help",
