@@ -33,8 +33,9 @@ void ap_token_unref(ap_token *t);
 
 uint64_t ap_token_generation(const ap_token *t);
 
-/* Cancel with a static or caller-kept reason string (copied). Returns true
- * for the call that cancelled, false when already cancelled. */
+/* Cancel with a static or caller-kept reason string (copied; NULL records
+ * "cancelled"). Returns true for the call that cancelled, false when already
+ * cancelled. Thread-safe. */
 bool ap_token_cancel(ap_token *t, const char *reason);
 bool ap_token_is_cancelled(const ap_token *t);
 /* The reason given to the winning cancel, or NULL while live. The string
