@@ -24,7 +24,14 @@ static const ap_command commands[] = {
 	  "usage: ap [--config FILE] task create|list|disable|enable|delete ...\n",
 	  NULL, "#5" },
 	{ "keygen", "write a new secp256k1 key file and print its address",
-	  "usage: ap keygen FILE\n", NULL, "#7" },
+	  "usage: ap keygen FILE\n"
+	  "\n"
+	  "Write a new secp256k1 private key to FILE (created with mode 0600;\n"
+	  "an existing FILE is never overwritten) and print its address, the\n"
+	  "lower-case 0x form, on stdout. Put the address in the aggregator's\n"
+	  "operators.approved and FILE in the operator's key_file. Exit 0 on\n"
+	  "success, 1 when FILE exists or cannot be written, 2 on a usage error.\n",
+	  ap_cmd_keygen, NULL },
 	{ "stress", "the rapid-reconnect harness",
 	  "usage: ap [--config FILE] stress [OPTIONS]\n", NULL, "#6" },
 	{ "config", "check a configuration file",

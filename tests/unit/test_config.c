@@ -5,7 +5,9 @@
  * "FILE:LINE: ..." included, and then check that the struct was left at
  * the defaults. The shipped conf/ files are read from $AP_SRCDIR (set by
  * `make check`) and must name every table key, document it, and load to
- * exactly the defaults. Leaks are caught by the ASan build. */
+ * exactly the defaults, except for the development operator key they
+ * ship (operators.approved, address, key_file). Leaks are caught by the
+ * ASan build. */
 #include <fcntl.h>
 #include <ftw.h>
 #include <libconfig.h>
@@ -29,6 +31,8 @@
 #define ADDR0 "0x997e5d40a32c44a3d93e59fc55c4fd20b7d2d49d"
 #define ADDR1 "0x00000000000000000000000000000000000000a1"
 #define ADDR2 "0xabcdefabcdefabcdefabcdefabcdefabcdefabcd"
+/* conf/dev-operator.key's address (Hardhat test account #0) */
+#define DEV_ADDR "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266"
 
 typedef struct fixture {
 	char dir[1024];
@@ -90,14 +94,13 @@ static void src_path(char *out, size_t outlen, const char *rel)
 
 /* ---- the defaults, spelled out ------------------------------------------ */
 
-static void check_aggregator_defaults(const ap_config *c)
+/* Every aggregator default but operators.approved. */
+static void check_aggregator_defaults_but_approved(const ap_config *c)
 {
 	assert_string_equal(c->listen, "127.0.0.1:2206");
 	assert_string_equal(c->admin_listen, "unix:./data/admin.sock");
 	assert_string_equal(c->storage.dir, "./data");
 	assert_int_equal(c->storage.durability, AP_DURABILITY_WRITE_NOSYNC);
-	assert_int_equal(c->operators.n_approved, 1);
-	assert_string_equal(c->operators.approved[0], ADDR0);
 	assert_int_equal(c->operators.stabilization_ms, 10000);
 	assert_int_equal(c->operators.resync_interval_ms, 5000);
 	assert_int_equal(c->operators.send_timeout_ms, 2000);
@@ -121,11 +124,17 @@ static void check_aggregator_defaults(const ap_config *c)
 	assert_string_equal(c->admin.token, "");
 }
 
-static void check_operator_defaults(const ap_operator_config *c)
+static void check_aggregator_defaults(const ap_config *c)
+{
+	assert_int_equal(c->operators.n_approved, 1);
+	assert_string_equal(c->operators.approved[0], ADDR0);
+	check_aggregator_defaults_but_approved(c);
+}
+
+/* Every operator default but address and key_file. */
+static void check_operator_defaults_but_key(const ap_operator_config *c)
 {
 	assert_string_equal(c->aggregator, "127.0.0.1:2206");
-	assert_string_equal(c->address, ADDR0);
-	assert_string_equal(c->key_file, "");
 	assert_true(c->capabilities.event_monitoring);
 	assert_true(c->capabilities.block_monitoring);
 	assert_true(c->capabilities.time_monitoring);
@@ -140,6 +149,13 @@ static void check_operator_defaults(const ap_operator_config *c)
 	assert_int_equal(c->log.level, AP_LOG_INFO);
 	assert_int_equal(c->log.format, AP_LOG_TEXT);
 	assert_string_equal(c->log.file, "");
+}
+
+static void check_operator_defaults(const ap_operator_config *c)
+{
+	assert_string_equal(c->address, ADDR0);
+	assert_string_equal(c->key_file, "");
+	check_operator_defaults_but_key(c);
 }
 
 /* Load `text` as an aggregator file and expect exactly
@@ -292,7 +308,11 @@ static void test_aggregator_conf_file(void **state)
 	int rc = ap_config_load(&cfg, file, t->err, sizeof t->err);
 	if (rc)
 		fail_msg("%s", t->err);
-	check_aggregator_defaults(&cfg);
+	/* the defaults, plus the clearly labelled development operator */
+	assert_int_equal(cfg.operators.n_approved, 2);
+	assert_string_equal(cfg.operators.approved[0], ADDR0);
+	assert_string_equal(cfg.operators.approved[1], DEV_ADDR);
+	check_aggregator_defaults_but_approved(&cfg);
 	ap_config_free(&cfg);
 }
 
@@ -307,7 +327,10 @@ static void test_operator_conf_file(void **state)
 	int rc = ap_operator_config_load(&cfg, file, t->err, sizeof t->err);
 	if (rc)
 		fail_msg("%s", t->err);
-	check_operator_defaults(&cfg);
+	/* the defaults, but signing with the development key */
+	assert_string_equal(cfg.address, DEV_ADDR);
+	assert_string_equal(cfg.key_file, "conf/dev-operator.key");
+	check_operator_defaults_but_key(&cfg);
 	ap_operator_config_free(&cfg);
 }
 
