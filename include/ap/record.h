@@ -16,9 +16,14 @@
 
 #define AP_RECORD_VERSION 1
 
-/* Pack any store.proto message behind the version byte. 0 or AP_ENOMEM. */
+/* Pack any store.proto message behind the version byte. 0, AP_ENOMEM, or
+ * AP_EINVAL for a NULL argument. *out is malloc'd (caller frees). */
 int ap_record_pack(const ProtobufCMessage *msg, uint8_t **out, size_t *len);
 
+/* Decode a stored value: 0 and a new message in *out; AP_EINVAL for an
+ * empty buffer or a body that does not decode; AP_EVERSION for a version
+ * byte other than AP_RECORD_VERSION. On error *out is NULL. The free
+ * functions accept NULL. */
 int ap_record_unpack_task(const void *buf, size_t len, Apstore__TaskRecord **out);
 int ap_record_unpack_assignment(const void *buf, size_t len,
 				Apstore__AssignmentRecord **out);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 
 #include "ap/cli.h"
+#include "ap/store.h"
 #include "config.h"
 
 int ap_cmd_version(int argc, char **argv, const ap_cli_global *g)
@@ -15,6 +16,6 @@ int ap_cmd_version(int argc, char **argv, const ap_cli_global *g)
 		return AP_EXIT_USAGE;
 	}
 	printf("ap %s\n", PACKAGE_VERSION);
-	printf("protobuf-c %s\n", protobuf_c_version());
+	printf("protobuf-c %s, %s\n", protobuf_c_version(), ap_store_version());
 	return AP_EXIT_OK;
 }
