@@ -384,8 +384,6 @@ static void become_ready_locked(ap_engine *e, ap_session *s)
 	const char *address = ap_session_address(s);
 	AP_INFO("✅ Connection stabilized, proceeding with task assignment",
 		AP_F_STR("operator", address), AP_F_UINT("generation", ap_session_generation(s)));
-	ap_session_set_ready(s);
-	ap_registry_set_ready(e->reg, address, ap_session_generation(s));
 	if (ready_add_locked(e, s) != 0) {
 		AP_ERROR("out of memory making operator ready", AP_F_STR("operator", address));
 		return;
@@ -417,6 +415,10 @@ static void become_ready_locked(ap_engine *e, ap_session *s)
 	AP_INFO("📤 Streamed tasks to operator", AP_F_STR("operator", address),
 		AP_F_UINT("total_tasks", total), AP_F_UINT("successful", queued),
 		AP_F_UINT("failed", 0));
+	/* Flagged last, so whoever sees the session ready also sees its
+	 * initial tasks queued. */
+	ap_registry_set_ready(e->reg, address, ap_session_generation(s));
+	ap_session_set_ready(s);
 }
 
 /* Reassign the tasks of `owner` (no longer ready) to the ready operators,
