@@ -104,7 +104,8 @@ static int ready_add_locked(ap_engine *e, ap_session *s)
 	memmove(e->ready + i + 1, e->ready + i, (e->n_ready - i) * sizeof *e->ready);
 	e->ready[i] = ap_session_ref(s);
 	e->n_ready++;
-	memset(e->planned, 0, e->n_ready * sizeof *e->planned);
+	if (e->n_ready)
+		memset(e->planned, 0, e->n_ready * sizeof *e->planned);
 	return 0;
 }
 
@@ -117,7 +118,8 @@ void engine_ready_remove_locked(ap_engine *e, const char *address)
 	ap_session_unref(e->ready[i]);
 	memmove(e->ready + i, e->ready + i + 1, (e->n_ready - i - 1) * sizeof *e->ready);
 	e->n_ready--;
-	memset(e->planned, 0, e->n_ready * sizeof *e->planned);
+	if (e->n_ready)
+		memset(e->planned, 0, e->n_ready * sizeof *e->planned);
 }
 
 /* ---- assignment choice ---------------------------------------------- */
@@ -265,7 +267,8 @@ int engine_commit_locked(ap_engine *e, ap_plan *p)
 		}
 	}
 	p->n = 0;
-	memset(e->planned, 0, e->n_ready * sizeof *e->planned);
+	if (e->n_ready)
+		memset(e->planned, 0, e->n_ready * sizeof *e->planned);
 	return rc;
 }
 
@@ -489,6 +492,51 @@ static void grace_end_locked(ap_engine *e)
 	AP_INFO("⏰ Restart grace period over", AP_F_UINT("absent_owners", acc.n));
 }
 
+/* The safety net behind the event-driven path: an assignment change that
+ * could not be persisted (a storage fault) left the map as it was, so a
+ * departed owner may still hold tasks, or an orphan may have an eligible
+ * ready operator. Every resync interval this pass moves the former and
+ * places the latter, the same way the events would have. Owners that are
+ * connected but still stabilizing keep their tasks (a reconnect), and
+ * nothing moves during the restart grace window. */
+static void repair_locked(ap_engine *e)
+{
+	if (e->grace_active)
+		return;
+	absent_owners acc = { .e = e };
+	ap_assign_each_owner_locked(e->assign, collect_absent, &acc);
+	for (size_t i = 0; i < acc.n; i++) {
+		ap_session *s = ap_registry_current(e->reg, acc.v[i]);
+		if (!s) {
+			AP_WARN("🩹 Repair: moving tasks of a departed operator",
+				AP_F_STR("operator", acc.v[i]));
+			reassign_owner_locked(e, acc.v[i]);
+		}
+		ap_session_unref(s);
+	}
+	free(acc.v);
+	if (e->n_ready == 0)
+		return;
+	ap_task_ref *orphans;
+	size_t n = ap_assign_list_locked(e->assign, "", &orphans, NULL);
+	ap_plan plan = { 0 };
+	for (size_t i = 0; i < n; i++) {
+		ap_task *t = ap_task_find(e->tasks, orphans[i].id);
+		if (!t || !ap_task_assignable(t))
+			continue;
+		if (engine_place_locked(e, &plan, t, ap_assign_previous_locked(e->assign, t->id),
+					AP_WHY_RECLAIM) != 0)
+			break;
+		if (!plan.v[plan.n - 1].owner[0])
+			plan.n--; /* still nobody eligible: stays an orphan */
+	}
+	free(orphans);
+	if (plan.n)
+		AP_WARN("🩹 Repair: placing orphaned tasks", AP_F_UINT("tasks", plan.n));
+	engine_commit_locked(e, &plan);
+	engine_plan_free(&plan);
+}
+
 int64_t engine_run_job(void *ctx, const ap_job *job)
 {
 	ap_engine *e = ctx;
@@ -499,6 +547,11 @@ int64_t engine_run_job(void *ctx, const ap_job *job)
 	if (job->kind == AP_JOB_GRACE) {
 		if (e->grace_active)
 			grace_end_locked(e);
+		goto out;
+	}
+	if (job->kind == AP_JOB_REPAIR) {
+		repair_locked(e);
+		again = e->resync_ms;
 		goto out;
 	}
 	ap_session *s = job_session_locked(e, job);

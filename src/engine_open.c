@@ -225,6 +225,8 @@ int ap_engine_start(ap_engine *e)
 		ap_job job = { .kind = AP_JOB_GRACE };
 		ap_ticker_schedule(e->ticker, &job, left > 0 ? left : 0);
 	}
+	ap_job repair = { .kind = AP_JOB_REPAIR };
+	ap_ticker_schedule(e->ticker, &repair, e->resync_ms);
 	size_t n = ap_task_count(e->tasks);
 	size_t orphans = ap_assign_orphan_count(e->assign);
 	pthread_mutex_unlock(&e->lock);

@@ -83,7 +83,8 @@ int ap_registry_load(ap_registry *reg, const Apstore__OperatorRecord *pr)
 	i->block_monitoring = pr->block_monitoring;
 	i->time_monitoring = pr->time_monitoring;
 	i->n_chain_ids = pr->n_chain_ids < 16 ? pr->n_chain_ids : 16;
-	memcpy(i->chain_ids, pr->chain_ids, i->n_chain_ids * sizeof i->chain_ids[0]);
+	if (i->n_chain_ids)
+		memcpy(i->chain_ids, pr->chain_ids, i->n_chain_ids * sizeof i->chain_ids[0]);
 out:
 	pthread_mutex_unlock(&reg->lock);
 	return rc;

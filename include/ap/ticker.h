@@ -34,6 +34,7 @@ typedef enum {
 	AP_JOB_STABILIZE = 1, /* the session becomes ready */
 	AP_JOB_RESYNC = 2,    /* periodic re-send of owned, unsynced tasks */
 	AP_JOB_GRACE = 3,     /* end of the restart grace window (no session) */
+	AP_JOB_REPAIR = 4,    /* periodic engine-wide repair pass (no session) */
 } ap_job_kind;
 
 typedef struct ap_job {

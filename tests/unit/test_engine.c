@@ -38,10 +38,11 @@ static void test_ticker_race(void **state)
 	fx_drain(&a);
 	assert_int_equal(fx_held_count(&a), 20);
 
-	/* Reconnect storm with a long stabilization so the jobs stay queued. */
-	ap_engine_close(f.e);
-	f.e = NULL;
-	ap_session_unref(NULL);
+	/* Restart (owners persist), then a reconnect storm with a long
+	 * stabilization so the jobs stay queued. */
+	ap_engine_stop(f.e);
+	fx_disconnect(&f, &a, "shutdown");
+	fx_close_engine(&f);
 	f.cfg.operators.stabilization_ms = 60000;
 	f.cfg.operators.restart_grace_ms = 60000;
 	fx_reopen(&f);
