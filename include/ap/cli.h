@@ -39,5 +39,6 @@ int ap_cli_wants_help(int argc, char **argv);
 int ap_cmd_version(int argc, char **argv, const ap_cli_global *g);
 int ap_cmd_config(int argc, char **argv, const ap_cli_global *g);
 int ap_cmd_keygen(int argc, char **argv, const ap_cli_global *g);
+int ap_cmd_status(int argc, char **argv, const ap_cli_global *g);
 
 #endif

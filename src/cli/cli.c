@@ -19,7 +19,7 @@ static const ap_command commands[] = {
 	  "usage: ap [--config FILE] operator\n", NULL, "#5" },
 	{ "status", "summarise the database (daemon running or not)",
 	  "usage: ap [--config FILE] status [--json] [--db DIR] [--max-orphans N]\n",
-	  NULL, "#5" },
+	  ap_cmd_status, NULL },
 	{ "task", "create, list, enable, disable and delete tasks",
 	  "usage: ap [--config FILE] task create|list|disable|enable|delete ...\n",
 	  NULL, "#5" },
