@@ -1052,7 +1052,9 @@ bool ap_config_is_approved(const ap_config *cfg, const char *address)
 	return false;
 }
 
-const char *ap_config_key_name(int kind, size_t i)
+/* Key i of one kind's table, counting only keys that hold a value (groups
+ * are skipped); NULL past the end or for an unknown kind. */
+static const conf_key *key_at(int kind, size_t i)
 {
 	const conf_schema *s = kind == 0 ? &aggregator_schema
 			     : kind == 1 ? &operator_schema
@@ -1063,7 +1065,150 @@ const char *ap_config_key_name(int kind, size_t i)
 		if (s->keys[j].type == CT_GROUP)
 			continue;
 		if (i-- == 0)
-			return s->keys[j].name;
+			return &s->keys[j];
 	}
 	return NULL;
+}
+
+const char *ap_config_key_name(int kind, size_t i)
+{
+	const conf_key *k = key_at(kind, i);
+	return k ? k->name : NULL;
+}
+
+/* ---- describing keys (for the man pages) ---------------------------------- */
+
+/* A double as libconfig reads a float back: always with a '.' or exponent. */
+static void format_double(char *out, size_t outlen, double v)
+{
+	int n = snprintf(out, outlen, "%g", v);
+	if (n > 0 && (size_t)n + 2 < outlen && !strpbrk(out, ".e"))
+		memcpy(out + n, ".0", 3);
+}
+
+static void describe_type(const conf_key *k, ap_config_key_info *info)
+{
+	const char *t = "string";
+	switch (k->type) {
+	case CT_STRING:
+		if (k->flags & CF_ADDRESS)
+			t = "string, an address (0x and 40 hex digits)";
+		else if ((k->flags & CF_ENDPOINT) && (k->flags & CF_UNIX))
+			t = "string, HOST:PORT or unix:PATH";
+		else if (k->flags & CF_ENDPOINT)
+			t = (k->flags & CF_NONEMPTY) ? "string, HOST:PORT"
+						     : "string, HOST:PORT or empty";
+		else if (k->flags & CF_NONEMPTY)
+			t = "string, not empty";
+		break;
+	case CT_INT64:
+		t = "integer";
+		break;
+	case CT_BOOL:
+		t = "boolean";
+		break;
+	case CT_DOUBLE:
+		t = "number";
+		break;
+	case CT_ENUM:
+		t = "string"; /* the names are in info->values */
+		break;
+	case CT_STRLIST:
+		t = (k->flags & CF_APPROVED) ? "list of addresses, or [ \"*\" ]"
+					     : "list of strings";
+		break;
+	case CT_INTLIST:
+		t = "list of integers";
+		break;
+	case CT_GROUP:
+		t = "group";
+		break;
+	}
+	snprintf(info->type, sizeof info->type, "%s", t);
+}
+
+static void describe_default(const conf_key *k, ap_config_key_info *info)
+{
+	char *out = info->default_value;
+	size_t len = sizeof info->default_value, used = 0;
+	switch (k->type) {
+	case CT_STRING:
+	case CT_ENUM:
+		snprintf(out, len, "\"%s\"", k->def_s);
+		break;
+	case CT_INT64:
+		snprintf(out, len, "%" PRId64, k->def_i);
+		break;
+	case CT_BOOL:
+		snprintf(out, len, "%s", k->def_b ? "true" : "false");
+		break;
+	case CT_DOUBLE:
+		format_double(out, len, k->def_d);
+		break;
+	case CT_STRLIST:
+	case CT_INTLIST:
+		if (k->def_n == 0) {
+			snprintf(out, len, "[]");
+			break;
+		}
+		used = (size_t)snprintf(out, len, "[");
+		for (size_t j = 0; j < k->def_n && used < len; j++) {
+			if (k->type == CT_STRLIST)
+				used += (size_t)snprintf(out + used, len - used,
+							 "%s \"%s\"", j ? "," : "",
+							 k->def_strs[j]);
+			else
+				used += (size_t)snprintf(out + used, len - used,
+							 "%s %" PRId64, j ? "," : "",
+							 k->def_ints[j]);
+		}
+		if (used < len)
+			snprintf(out + used, len - used, " ]");
+		break;
+	case CT_GROUP:
+		out[0] = '\0';
+		break;
+	}
+}
+
+int ap_config_key_describe(int kind, size_t i, ap_config_key_info *info)
+{
+	const conf_key *k = key_at(kind, i);
+	if (!k)
+		return AP_ENOTFOUND;
+	memset(info, 0, sizeof *info);
+	info->name = k->name;
+	describe_type(k, info);
+	describe_default(k, info);
+
+	if (k->type == CT_INT64 || k->type == CT_INTLIST) {
+		info->has_range = true;
+		info->min = (double)k->min;
+		info->max = (double)k->max;
+		if (k->max == INT64_MAX)
+			snprintf(info->range, sizeof info->range, ">= %" PRId64, k->min);
+		else
+			snprintf(info->range, sizeof info->range,
+				 "%" PRId64 " .. %" PRId64, k->min, k->max);
+	} else if (k->type == CT_DOUBLE) {
+		char lo[24], hi[24];
+		format_double(lo, sizeof lo, k->dmin);
+		format_double(hi, sizeof hi, k->dmax);
+		info->has_range = true;
+		info->min = k->dmin;
+		info->max = k->dmax;
+		snprintf(info->range, sizeof info->range, "%s .. %s", lo, hi);
+	}
+
+	if (k->type == CT_ENUM) {
+		size_t used = 0;
+		for (const conf_enum *e = k->enums; e->name; e++) {
+			int n = snprintf(info->values + used, sizeof info->values - used,
+					 "%s\"%s\"", used ? ", " : "", e->name);
+			if (n < 0 || (size_t)n >= sizeof info->values - used)
+				break;
+			used += (size_t)n;
+		}
+	}
+	return 0;
 }

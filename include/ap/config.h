@@ -128,4 +128,22 @@ bool ap_config_is_address(const char *s);
  * past the end. kind 0 = aggregator, 1 = operator. */
 const char *ap_config_key_name(int kind, size_t i);
 
+/* What the manual says about one key, taken from the key table itself so
+ * that a man page generated from it cannot disagree with the loader. */
+typedef struct ap_config_key_info {
+	const char *name;        /* dotted name, static */
+	char type[96];           /* "integer", "string, HOST:PORT", ... */
+	char default_value[160]; /* as written in a file: "./data" quoted, 10000, [] */
+	char range[64];          /* "1 .. 64", ">= 1"; "" when the type has none;
+				  * for a list of integers, each element's */
+	bool has_range;
+	double min, max;         /* the range as numbers, when has_range */
+	char values[128];        /* an enum's names, quoted, comma-separated */
+} ap_config_key_info;
+
+/* Describe key i of one kind (numbered as ap_config_key_name) into *info.
+ * Returns 0, or AP_ENOTFOUND past the end or for an unknown kind.
+ * Thread-safe: reads only the static tables. */
+int ap_config_key_describe(int kind, size_t i, ap_config_key_info *info);
+
 #endif
