@@ -360,25 +360,38 @@ static ap_session *job_session_locked(ap_engine *e, const ap_job *job)
 }
 
 /* Queue MonitorTaskTrigger for every task the session's operator owns and
- * has not been sent yet. Returns how many were queued. */
-static size_t stream_owned_locked(ap_engine *e, ap_session *s, size_t *total)
+ * has not been sent yet. Returns how many were newly queued; *ok counts
+ * the owned tasks now queued or already sent, *failed those that could not
+ * be queued (no memory, or the session ended meanwhile). */
+static size_t stream_owned_locked(ap_engine *e, ap_session *s, size_t *total,
+				  size_t *ok, size_t *failed)
 {
 	ap_task_ref *ids;
 	size_t n = ap_assign_list_locked(e->assign, ap_session_address(s), &ids, NULL);
-	size_t queued = 0;
+	size_t queued = 0, good = 0, bad = 0;
 	for (size_t i = 0; i < n; i++) {
 		ap_task *t = ap_task_find(e->tasks, ids[i].id);
 		if (!t || !ap_task_assignable(t))
 			continue;
 		uint8_t *buf;
 		size_t len;
-		if (ap_task_pack_message(t, AP_OP_MONITOR, &buf, &len) == 0 &&
-		    ap_session_push(s, AP_OP_MONITOR, t->id, buf, len) == 0)
+		int rc = ap_task_pack_message(t, AP_OP_MONITOR, &buf, &len);
+		if (rc == 0)
+			rc = ap_session_push(s, AP_OP_MONITOR, t->id, buf, len);
+		if (rc == 0)
 			queued++;
+		if (rc >= 0)
+			good++;
+		else
+			bad++;
 	}
 	free(ids);
 	if (total)
 		*total = n;
+	if (ok)
+		*ok = good;
+	if (failed)
+		*failed = bad;
 	return queued;
 }
 
@@ -413,11 +426,13 @@ static void become_ready_locked(ap_engine *e, ap_session *s)
 
 	AP_INFO("🔄 Task assignments for operator", AP_F_STR("operator", address),
 		AP_F_UINT("owned_tasks", ap_assign_owned_count_locked(e->assign, address)));
-	size_t total;
-	size_t queued = stream_owned_locked(e, s, &total);
+	size_t total, ok, failed;
+	stream_owned_locked(e, s, &total, &ok, &failed);
+	/* "successful" counts tasks handed to the session's outbox; the sends
+	 * themselves are counted by the transport as they complete. */
 	AP_INFO("📤 Streamed tasks to operator", AP_F_STR("operator", address),
-		AP_F_UINT("total_tasks", total), AP_F_UINT("successful", queued),
-		AP_F_UINT("failed", 0));
+		AP_F_UINT("total_tasks", total), AP_F_UINT("successful", ok),
+		AP_F_UINT("failed", failed));
 	/* Flagged last, so whoever sees the session ready also sees its
 	 * initial tasks queued. */
 	ap_registry_set_ready(e->reg, address, ap_session_generation(s));
@@ -563,7 +578,7 @@ int64_t engine_run_job(void *ctx, const ap_job *job)
 		resync.kind = AP_JOB_RESYNC;
 		ap_ticker_schedule(e->ticker, &resync, e->resync_ms);
 	} else if (job->kind == AP_JOB_RESYNC && ap_session_ready(s)) {
-		size_t queued = stream_owned_locked(e, s, NULL);
+		size_t queued = stream_owned_locked(e, s, NULL, NULL, NULL);
 		if (queued)
 			AP_INFO("🔁 Resync re-sent unsynced tasks",
 				AP_F_STR("operator", job->address), AP_F_UINT("tasks", queued));

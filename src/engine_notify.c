@@ -92,8 +92,9 @@ static int count_execution_locked(ap_engine *e, ap_task *t, ap_notify_result *re
 			t->record->execution_count--;
 			return rc;
 		}
+		/* engine_set_status_locked replaced t->record (r is freed). */
 		AP_INFO("🏁 Task reached its maximum executions", AP_F_STR("task_id", t->id),
-			AP_F_INT("executions", r->execution_count));
+			AP_F_INT("executions", t->record->execution_count));
 		answer(res, "enabled", 0, false, "task completed");
 		return 0;
 	}

@@ -74,6 +74,10 @@ static int cmd_help(int argc, char **argv, const ap_cli_global *g)
 		print_overview(stdout);
 		return AP_EXIT_OK;
 	}
+	if (ap_cli_wants_help(argc, argv)) {
+		fputs(find_command("help")->usage, stdout);
+		return AP_EXIT_OK;
+	}
 	const ap_command *c = find_command(argv[1]);
 	if (!c) {
 		fprintf(stderr, "ap: unknown command '%s'\n", argv[1]);
