@@ -33,6 +33,13 @@ typedef struct ap_command {
 /* Entry point used by main(). */
 int ap_cli_main(int argc, char **argv);
 
+/* The configuration file a command reads: --config when given, else
+ * conf/NAME in the current directory when it exists (a source tree), else
+ * $(sysconfdir)/ap/NAME when it exists (an installed ap), else NULL (the
+ * built-in defaults). NAME is "aggregator.conf" or "operator.conf". The
+ * result is static or g's; not thread-safe (called once at start). */
+const char *ap_cli_config_file(const ap_cli_global *g, const char *name);
+
 /* True when argv holds -h or --help before a "--". */
 int ap_cli_wants_help(int argc, char **argv);
 

@@ -5,6 +5,7 @@
  * clearly that it is not available yet (exit 2) instead of "unknown". */
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ap/cli.h"
 #include "config.h"
@@ -85,6 +86,20 @@ static int cmd_help(int argc, char **argv, const ap_cli_global *g)
 	}
 	fputs(c->usage, stdout);
 	return AP_EXIT_OK;
+}
+
+const char *ap_cli_config_file(const ap_cli_global *g, const char *name)
+{
+	static char local[256], installed[512];
+	if (g && g->config_path)
+		return g->config_path;
+	snprintf(local, sizeof local, "conf/%s", name);
+	if (access(local, R_OK) == 0)
+		return local;
+	snprintf(installed, sizeof installed, "%s/ap/%s", AP_SYSCONFDIR, name);
+	if (access(installed, R_OK) == 0)
+		return installed;
+	return NULL;
 }
 
 int ap_cli_wants_help(int argc, char **argv)
