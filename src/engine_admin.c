@@ -172,7 +172,7 @@ int engine_set_status_locked(ap_engine *e, ap_task *t, ap_task_status st, ap_op 
 	}
 	ap_record_free_task(t->record);
 	t->record = r;
-	t->status = st;
+	ap_task_set_status(e->tasks, t, st);
 	if (was_assignable && !ap_task_assignable(t)) {
 		ap_assign_untrack(e->assign, t->id);
 		engine_push_locked(e, owner, t, op);

@@ -19,6 +19,8 @@ void ap_engine_get_stats(ap_engine *e, ap_engine_stats *out)
 	out->orphans = ap_assign_orphan_count(e->assign);
 	out->ready = e->n_ready;
 	out->connected = ap_registry_connected(e->reg);
+	for (int st = AP_TASK_ENABLED; st <= AP_TASK_FAILED; st++)
+		out->tasks_by_status[st] = ap_task_count_status(e->tasks, (ap_task_status)st);
 	pthread_mutex_unlock(&e->lock);
 }
 

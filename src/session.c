@@ -8,6 +8,7 @@
 
 #include "ap/clock.h"
 #include "ap/error.h"
+#include "ap/metrics.h"
 #include "ap/session.h"
 
 enum sync_state { SYNC_QUEUED = 1, SYNC_SYNCED = 2 };
@@ -273,8 +274,10 @@ void ap_session_sent(ap_session *s, ap_outmsg *msg, bool ok)
 			if (ok) {
 				e->state = SYNC_SYNCED;
 				s->synced++;
-				if (s->first_task_ns == 0)
+				if (s->first_task_ns == 0) {
 					s->first_task_ns = ap_clock_mono_ns();
+					ap_metrics_first_task((double)(s->first_task_ns - s->opened_ns) / 1e9);
+				}
 			} else {
 				HASH_DEL(s->sync, e);
 				free(e);

@@ -13,6 +13,7 @@
 struct ap_task_table {
 	ap_task *by_id;
 	size_t count;
+	size_t by_status[AP_TASK_FAILED + 1];
 };
 
 const char *ap_task_status_name(ap_task_status st)
@@ -176,6 +177,18 @@ ap_task *ap_task_find(ap_task_table *tt, const char *id)
 
 size_t ap_task_count(ap_task_table *tt) { return tt->count; }
 
+size_t ap_task_count_status(ap_task_table *tt, ap_task_status st)
+{
+	return st <= AP_TASK_FAILED ? tt->by_status[st] : 0;
+}
+
+void ap_task_set_status(ap_task_table *tt, ap_task *t, ap_task_status st)
+{
+	tt->by_status[t->status]--;
+	t->status = st;
+	tt->by_status[st]++;
+}
+
 ap_task *ap_task_insert(ap_task_table *tt, const char *id, Apstore__TaskRecord *r)
 {
 	ap_task *t = calloc(1, sizeof *t);
@@ -194,6 +207,7 @@ ap_task *ap_task_insert(ap_task_table *tt, const char *id, Apstore__TaskRecord *
 	}
 	HASH_ADD_STR(tt->by_id, id, t);
 	tt->count++;
+	tt->by_status[t->status]++;
 	return t;
 }
 
@@ -201,6 +215,7 @@ void ap_task_remove(ap_task_table *tt, ap_task *t)
 {
 	HASH_DEL(tt->by_id, t);
 	tt->count--;
+	tt->by_status[t->status]--;
 	task_free(t);
 }
 

@@ -117,6 +117,7 @@ typedef struct ap_engine_stats {
 	uint64_t stale_skips;      /* cleanups and jobs skipped as stale */
 	uint64_t stale_job_runs;   /* jobs that acted for a stale generation: must stay 0 */
 	size_t tasks, orphans, ready, connected;
+	size_t tasks_by_status[4]; /* indexed by ap_task_status */
 } ap_engine_stats;
 void ap_engine_get_stats(ap_engine *e, ap_engine_stats *out);
 

@@ -68,6 +68,10 @@ void ap_task_table_close(ap_task_table *tt);
 
 ap_task *ap_task_find(ap_task_table *tt, const char *id);
 size_t ap_task_count(ap_task_table *tt);
+/* Tasks in one status (kept up to date by insert, remove and set_status). */
+size_t ap_task_count_status(ap_task_table *tt, ap_task_status st);
+/* Change a task's status (its record is the caller's to update). */
+void ap_task_set_status(ap_task_table *tt, ap_task *t, ap_task_status st);
 /* Insert a task built from a decoded record (taking ownership of it) or,
  * when record is NULL, a failed placeholder for an undecodable record.
  * Returns the task or NULL (AP_ENOMEM). The id must be new. */
