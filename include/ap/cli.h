@@ -45,6 +45,7 @@ int ap_cli_wants_help(int argc, char **argv);
 
 int ap_cmd_version(int argc, char **argv, const ap_cli_global *g);
 int ap_cmd_config(int argc, char **argv, const ap_cli_global *g);
+int ap_cmd_aggregator(int argc, char **argv, const ap_cli_global *g);
 int ap_cmd_keygen(int argc, char **argv, const ap_cli_global *g);
 int ap_cmd_status(int argc, char **argv, const ap_cli_global *g);
 

@@ -14,8 +14,16 @@ static int cmd_help(int argc, char **argv, const ap_cli_global *g);
 
 static const ap_command commands[] = {
 	{ "aggregator", "run the aggregator daemon",
-	  "usage: ap [--config FILE] aggregator [--port-file FILE]\n",
-	  NULL, "#4" },
+	  "usage: ap [--config FILE] aggregator [--port-file FILE]\n"
+	  "\n"
+	  "Run the aggregator in the foreground, logging to stderr (or log.file).\n"
+	  "The configuration is --config, else conf/aggregator.conf, else the\n"
+	  "installed ap/aggregator.conf, else the built-in defaults. --port-file\n"
+	  "FILE writes the bound operator port once the server accepts calls\n"
+	  "(for listen with port 0).\n"
+	  "SIGTERM/SIGINT shut down gracefully within shutdown_timeout_ms, SIGHUP\n"
+	  "reopens the log file. Exit 0 after a clean shutdown, 1 on failure.\n",
+	  ap_cmd_aggregator, NULL },
 	{ "operator", "run an operator client",
 	  "usage: ap [--config FILE] operator\n", NULL, "#5" },
 	{ "status", "summarise the database (daemon running or not)",

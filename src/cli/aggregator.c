@@ -1,0 +1,268 @@
+/* `ap aggregator [--port-file FILE]`: run the daemon in the foreground
+ * (SPEC sections 5 and 8).
+ *
+ * Start: block the signals the daemon waits for (and ignore SIGPIPE) before
+ * gRPC or anything else starts a thread, so every thread inherits the mask
+ * and only the main thread ever sees them; load the config (see
+ * ap_cli_config_file); open the log; open the engine (store with recovery, tasks,
+ * assignments, operators); open and start the transport; start the engine;
+ * write the port file; tell systemd READY=1 when run under it.
+ *
+ * Then the main thread waits in sigwaitinfo: SIGHUP reopens the log file,
+ * SIGTERM and SIGINT shut down in the order of ap_rpc_server_stop (stop
+ * accepting, health NOT_SERVING, every session ends with UNAVAILABLE, the
+ * ticker stops, every thread joined), then the store is checkpointed and
+ * closed, then gRPC shuts down. Exit 0, or 1 when something failed.
+ *
+ * The port file holds the bound operator port and a newline. It is written
+ * to a temporary name and renamed, so a reader never sees half of it, once
+ * the server accepts calls; a clean shutdown removes it. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "ap/cli.h"
+#include "ap/config.h"
+#include "ap/engine.h"
+#include "ap/error.h"
+#include "ap/log.h"
+#include "ap/rpc.h"
+#include "config.h"
+
+static int usage(void)
+{
+	fprintf(stderr, "usage: ap [--config FILE] aggregator [--port-file FILE]\n");
+	return AP_EXIT_USAGE;
+}
+
+static int write_port_file(const char *path, int port)
+{
+	char tmp[4096];
+	if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
+		return AP_EINVAL;
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return AP_EIO;
+	char line[32];
+	int n = snprintf(line, sizeof line, "%d\n", port);
+	bool ok = write(fd, line, (size_t)n) == n;
+	ok = close(fd) == 0 && ok;
+	if (!ok || rename(tmp, path) != 0) {
+		unlink(tmp);
+		return AP_EIO;
+	}
+	return 0;
+}
+
+/* One daemon per storage directory. A second daemon would open the
+ * BerkeleyDB environment with recovery under the first one's feet, which
+ * panics the first's environment; so before the store is touched take an
+ * exclusive flock on STORAGE/aggregator.lock (held until exit, released by
+ * the kernel even after kill -9). `ap status` joins the environment without
+ * recovery and does not take this lock. Returns the descriptor or -1 with
+ * the reason in err. */
+static int lock_storage(const char *dir, char *err, size_t errlen)
+{
+	char path[4096];
+	if (snprintf(path, sizeof path, "%s/aggregator.lock", dir) >= (int)sizeof path) {
+		snprintf(err, errlen, "storage.dir is too long");
+		return -1;
+	}
+	/* mkdir -p with mode 0700, as the store itself would. */
+	for (char *p = path + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(path, 0700) != 0 && errno != EEXIST) {
+			snprintf(err, errlen, "cannot create %.900s: %s", path, strerror(errno));
+			return -1;
+		}
+		*p = '/';
+	}
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		snprintf(err, errlen, "cannot open %.900s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		char pid[32] = "";
+		ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+		pid[n > 0 ? n : 0] = '\0';
+		pid[strcspn(pid, "\n")] = '\0';
+		snprintf(err, errlen, "storage %s is in use by another ap aggregator (pid %s)", dir,
+			 pid[0] ? pid : "unknown");
+		close(fd);
+		return -1;
+	}
+	char line[32];
+	int len = snprintf(line, sizeof line, "%ld\n", (long)getpid());
+	if (ftruncate(fd, 0) != 0 || pwrite(fd, line, (size_t)len, 0) != len)
+		AP_WARN("cannot write the pid into the storage lock", AP_F_STR("path", path));
+	return fd;
+}
+
+/* sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET. */
+static void notify_systemd(const char *state)
+{
+	const char *path = getenv("NOTIFY_SOCKET");
+	struct sockaddr_un sun;
+	if (!path || (path[0] != '/' && path[0] != '@') || strlen(path) >= sizeof sun.sun_path)
+		return;
+	memset(&sun, 0, sizeof sun);
+	sun.sun_family = AF_UNIX;
+	memcpy(sun.sun_path, path, strlen(path));
+	if (sun.sun_path[0] == '@')
+		sun.sun_path[0] = '\0'; /* abstract namespace */
+	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return;
+	socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path));
+	if (sendto(fd, state, strlen(state), MSG_NOSIGNAL, (struct sockaddr *)&sun, len) < 0)
+		AP_WARN("sd_notify failed", AP_F_STR("state", state), AP_F_STR("error", strerror(errno)));
+	close(fd);
+}
+
+/* Wait for SIGTERM or SIGINT; reopen the log on SIGHUP. */
+static int wait_for_stop(const sigset_t *set)
+{
+	for (;;) {
+		siginfo_t info;
+		int sig = sigwaitinfo(set, &info);
+		if (sig < 0) {
+			if (errno == EINTR)
+				continue;
+			AP_ERROR("sigwaitinfo failed, shutting down", AP_F_STR("error", strerror(errno)));
+			return SIGTERM;
+		}
+		if (sig == SIGHUP) {
+			int rc = ap_log_reopen();
+			AP_INFO("SIGHUP: log file reopened", AP_F_STR("result", ap_strerror(rc)));
+			continue;
+		}
+		AP_INFO("🛑 Received signal, shutting down", AP_F_STR("signal", strsignal(sig)),
+			AP_F_INT("sender_pid", info.si_pid));
+		return sig;
+	}
+}
+
+int ap_cmd_aggregator(int argc, char **argv, const ap_cli_global *g)
+{
+	const char *port_file = NULL;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--port-file") == 0 && i + 1 < argc)
+			port_file = argv[++i];
+		else if (strncmp(argv[i], "--port-file=", 12) == 0 && argv[i][12])
+			port_file = argv[i] + 12;
+		else
+			return usage();
+	}
+
+	/* Before grpc_init and before any thread: every thread inherits the
+	 * mask, so these signals reach only sigwaitinfo below. */
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	const char *config_path = ap_cli_config_file(g, "aggregator.conf");
+	char err[1024] = "";
+	ap_config cfg;
+	int rc = ap_config_load(&cfg, config_path, err, sizeof err);
+	if (rc) {
+		fprintf(stderr, "ap aggregator: %s\n", err[0] ? err : ap_strerror(rc));
+		ap_config_free(&cfg);
+		return AP_EXIT_FAIL;
+	}
+	rc = ap_log_open((ap_log_level)cfg.log.level, (ap_log_format)cfg.log.format, cfg.log.file,
+			 err, sizeof err);
+	if (rc) {
+		fprintf(stderr, "ap aggregator: log: %s\n", err[0] ? err : ap_strerror(rc));
+		ap_config_free(&cfg);
+		return AP_EXIT_FAIL;
+	}
+	AP_INFO("ap aggregator starting", AP_F_STR("version", PACKAGE_VERSION),
+		AP_F_STR("config", config_path ? config_path : "(built-in defaults)"),
+		AP_F_STR("storage", cfg.storage.dir), AP_F_INT("pid", getpid()));
+
+	int exit_code = AP_EXIT_FAIL;
+	int stop_rc = 0;
+	ap_engine *engine = NULL;
+	ap_rpc_server *srv = NULL;
+	int lock_fd = lock_storage(cfg.storage.dir, err, sizeof err);
+	if (lock_fd < 0) {
+		AP_ERROR("cannot lock the storage directory", AP_F_STR("error", err));
+		goto out;
+	}
+	rc = ap_engine_open(&engine, &cfg, err, sizeof err);
+	if (rc) {
+		AP_ERROR("cannot open the engine", AP_F_STR("error", err[0] ? err : ap_strerror(rc)));
+		goto out;
+	}
+	rc = ap_rpc_server_open(&srv, engine, &cfg, err, sizeof err);
+	if (rc) {
+		AP_ERROR("cannot open the gRPC servers", AP_F_STR("error", err));
+		goto out;
+	}
+	rc = ap_rpc_server_start(srv, err, sizeof err);
+	if (rc == 0)
+		rc = ap_engine_start(engine);
+	if (rc) {
+		AP_ERROR("cannot start", AP_F_STR("error", err[0] ? err : ap_strerror(rc)));
+		goto stop;
+	}
+	ap_rpc_server_ready(srv);
+	if (port_file && write_port_file(port_file, ap_rpc_server_port(srv)) != 0) {
+		AP_ERROR("cannot write the port file", AP_F_STR("path", port_file),
+			 AP_F_STR("error", strerror(errno)));
+		goto stop;
+	}
+	AP_INFO("✅ Aggregator ready", AP_F_INT("port", ap_rpc_server_port(srv)));
+	notify_systemd("READY=1");
+
+	wait_for_stop(&set);
+	notify_systemd("STOPPING=1");
+	exit_code = AP_EXIT_OK;
+stop:
+	/* The transport gets 90 % of shutdown_timeout_ms, the store's
+	 * checkpoint and close the rest. */
+	stop_rc = ap_rpc_server_stop(srv, cfg.shutdown_timeout_ms - cfg.shutdown_timeout_ms / 10);
+	if (stop_rc == AP_ESTATE) {
+		/* A thread is still inside the engine: closing the store under it
+		 * is worse than leaving; BerkeleyDB recovers at the next start. */
+		AP_ERROR("⚠️ Exiting without closing the store");
+		_exit(AP_EXIT_FAIL);
+	}
+out:
+	ap_engine_close(engine);
+	if (stop_rc == AP_ETIMEDOUT) {
+		/* The store is closed cleanly; a stalled connection still holds a
+		 * thread inside gRPC, so gRPC cannot be torn down. Leave without
+		 * running exit handlers under that thread. */
+		if (port_file && exit_code == AP_EXIT_OK)
+			unlink(port_file);
+		AP_INFO("👋 Aggregator stopped (stalled connections abandoned)");
+		_exit(exit_code);
+	}
+	ap_rpc_server_close(srv);
+	if (port_file && exit_code == AP_EXIT_OK)
+		unlink(port_file);
+	if (lock_fd >= 0)
+		close(lock_fd); /* releases the flock; the file stays */
+	AP_INFO(exit_code == AP_EXIT_OK ? "👋 Aggregator stopped" : "Aggregator failed to start");
+	ap_log_close();
+	ap_config_free(&cfg);
+	return exit_code;
+}
