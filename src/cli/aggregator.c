@@ -6,7 +6,8 @@
  * and only the main thread ever sees them; load the config (see
  * ap_cli_config_file); open the log; open the engine (store with recovery, tasks,
  * assignments, operators); open and start the transport; start the engine;
- * write the port file; tell systemd READY=1 when run under it.
+ * serve metrics; write the port file; tell systemd READY=1 when run under
+ * it (libsystemd's sd_notify; WATCHDOG=1 when the unit sets WatchdogSec).
  *
  * Then the main thread waits in sigwaitinfo: SIGHUP reopens the log file,
  * SIGTERM and SIGINT shut down in the order of ap_rpc_server_stop (stop
@@ -29,6 +30,8 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <systemd/sd-daemon.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ap/cli.h"
@@ -36,6 +39,7 @@
 #include "ap/engine.h"
 #include "ap/error.h"
 #include "ap/log.h"
+#include "ap/metrics.h"
 #include "ap/rpc.h"
 #include "config.h"
 
@@ -111,33 +115,36 @@ static int lock_storage(const char *dir, char *err, size_t errlen)
 	return fd;
 }
 
-/* sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET. */
+/* sd_notify(3) from libsystemd: a no-op when not run by systemd. */
 static void notify_systemd(const char *state)
 {
-	const char *path = getenv("NOTIFY_SOCKET");
-	struct sockaddr_un sun;
-	if (!path || (path[0] != '/' && path[0] != '@') || strlen(path) >= sizeof sun.sun_path)
-		return;
-	memset(&sun, 0, sizeof sun);
-	sun.sun_family = AF_UNIX;
-	memcpy(sun.sun_path, path, strlen(path));
-	if (sun.sun_path[0] == '@')
-		sun.sun_path[0] = '\0'; /* abstract namespace */
-	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return;
-	socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path));
-	if (sendto(fd, state, strlen(state), MSG_NOSIGNAL, (struct sockaddr *)&sun, len) < 0)
-		AP_WARN("sd_notify failed", AP_F_STR("state", state), AP_F_STR("error", strerror(errno)));
-	close(fd);
+	int rc = sd_notify(0, state);
+	if (rc < 0)
+		AP_WARN("sd_notify failed", AP_F_STR("state", state), AP_F_STR("error", strerror(-rc)));
 }
 
-/* Wait for SIGTERM or SIGINT; reopen the log on SIGHUP. */
+/* Wait for SIGTERM or SIGINT; reopen the log on SIGHUP. When the unit
+ * asks for a watchdog (WatchdogSec=), ping it at half the interval from
+ * this thread: if the main thread is stuck, systemd notices. */
 static int wait_for_stop(const sigset_t *set)
 {
+	uint64_t watchdog_us = 0;
+	if (sd_watchdog_enabled(0, &watchdog_us) <= 0)
+		watchdog_us = 0;
 	for (;;) {
 		siginfo_t info;
-		int sig = sigwaitinfo(set, &info);
+		int sig;
+		if (watchdog_us) {
+			struct timespec ts = { (time_t)(watchdog_us / 2000000),
+					       (long)(watchdog_us / 2 % 1000000) * 1000 };
+			sig = sigtimedwait(set, &info, &ts);
+			if (sig < 0 && errno == EAGAIN) {
+				notify_systemd("WATCHDOG=1");
+				continue;
+			}
+		} else {
+			sig = sigwaitinfo(set, &info);
+		}
 		if (sig < 0) {
 			if (errno == EINTR)
 				continue;
@@ -201,6 +208,7 @@ int ap_cmd_aggregator(int argc, char **argv, const ap_cli_global *g)
 	int stop_rc = 0;
 	ap_engine *engine = NULL;
 	ap_rpc_server *srv = NULL;
+	ap_metrics_server *metrics = NULL;
 	int lock_fd = lock_storage(cfg.storage.dir, err, sizeof err);
 	if (lock_fd < 0) {
 		AP_ERROR("cannot lock the storage directory", AP_F_STR("error", err));
@@ -223,6 +231,15 @@ int ap_cmd_aggregator(int argc, char **argv, const ap_cli_global *g)
 		AP_ERROR("cannot start", AP_F_STR("error", err[0] ? err : ap_strerror(rc)));
 		goto stop;
 	}
+	if (cfg.metrics_listen[0]) {
+		rc = ap_metrics_server_start(&metrics, cfg.metrics_listen, engine, err, sizeof err);
+		if (rc) {
+			AP_ERROR("cannot serve metrics", AP_F_STR("error", err));
+			goto stop;
+		}
+		AP_INFO("📈 Metrics served", AP_F_STR("url_host", cfg.metrics_listen),
+			AP_F_INT("port", ap_metrics_server_port(metrics)));
+	}
 	ap_rpc_server_ready(srv);
 	if (port_file && write_port_file(port_file, ap_rpc_server_port(srv)) != 0) {
 		AP_ERROR("cannot write the port file", AP_F_STR("path", port_file),
@@ -236,6 +253,7 @@ int ap_cmd_aggregator(int argc, char **argv, const ap_cli_global *g)
 	notify_systemd("STOPPING=1");
 	exit_code = AP_EXIT_OK;
 stop:
+	ap_metrics_server_stop(metrics);
 	/* The transport gets 90 % of shutdown_timeout_ms, the store's
 	 * checkpoint and close the rest. */
 	stop_rc = ap_rpc_server_stop(srv, cfg.shutdown_timeout_ms - cfg.shutdown_timeout_ms / 10);

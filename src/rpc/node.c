@@ -16,6 +16,7 @@
 #include "ap/clock.h"
 #include "ap/error.h"
 #include "ap/log.h"
+#include "ap/metrics.h"
 #include "google/protobuf/timestamp.pb-c.h"
 #include "google/protobuf/wrappers.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
@@ -33,6 +34,7 @@ bool rpc_node_auth(ap_rpc_server *srv, const rpc_request *req, const char *addre
 	free(authz);
 	if (r == AP_AUTH_OK)
 		return true;
+	ap_metrics_auth_failure(ap_auth_result_name(r));
 	AP_WARN("🔒 Operator authentication failed", AP_F_STR("method", method),
 		AP_F_STR("operator", address), AP_F_STR("reason", ap_auth_result_name(r)));
 	rpc_reply_error(rep, GRPC_STATUS_UNAUTHENTICATED, "authentication failed: %s",
@@ -57,6 +59,7 @@ static bool check_approved(ap_rpc_server *srv, const char *address, rpc_reply *r
 								    : address[i];
 	if (ap_engine_approved(srv->engine, lower))
 		return true;
+	ap_metrics_auth_failure("unapproved");
 	rpc_reply_error(rep, GRPC_STATUS_PERMISSION_DENIED, "operator %s is not approved", lower);
 	return false;
 }

@@ -39,6 +39,7 @@
 #include "ap/clock.h"
 #include "ap/error.h"
 #include "ap/log.h"
+#include "ap/metrics.h"
 #include "ap/session.h"
 #include "ap/token.h"
 #include "node.pb-c.h"
@@ -78,6 +79,7 @@ struct rpc_stream {
 	char failed_task[AP_TASK_ID_MAX + 1]; /* the task of a failed send, for the log */
 	grpc_byte_buffer *send_bb;
 	gpr_timespec send_deadline;
+	int64_t send_started_ns; /* for ap_send_duration_seconds */
 	char tag_md, tag_close, tag_send, tag_wake, tag_status;
 };
 
@@ -115,6 +117,7 @@ static bool send_start(rpc_stream *st, ap_outmsg *m)
 	}
 	st->send_bb = bb;
 	st->send_busy = true;
+	st->send_started_ns = ap_clock_mono_ns();
 	st->send_deadline = rpc_deadline_ms(st->srv->cfg->operators.send_timeout_ms);
 	return true;
 }
@@ -134,6 +137,8 @@ static bool on_event(rpc_stream *st, const grpc_event *ev)
 		pthread_mutex_unlock(&st->lock);
 	} else if (ev->tag == &st->tag_send) {
 		st->send_busy = false;
+		ap_metrics_send(ev->success ? AP_SEND_OK : AP_SEND_ERROR,
+				(double)(ap_clock_mono_ns() - st->send_started_ns) / 1e9);
 		grpc_byte_buffer_destroy(st->send_bb);
 		st->send_bb = NULL;
 		if (st->sending) {
@@ -215,6 +220,8 @@ static void serve(rpc_stream *st)
 			if (st->send_busy &&
 			    gpr_time_cmp(gpr_now(GPR_CLOCK_MONOTONIC), st->send_deadline) >= 0) {
 				log_send_failure(st, true);
+				ap_metrics_send(AP_SEND_TIMEOUT,
+						(double)(ap_clock_mono_ns() - st->send_started_ns) / 1e9);
 				why = "send timeout";
 				message = "send timed out";
 				cut = true;
@@ -348,6 +355,8 @@ static void stream_run(rpc_stream *st)
 		rpc_engine_leave(srv);
 		/* The engine refuses once it is stopping: that is the shutdown. */
 		grpc_status_code code = rc == AP_ESTATE ? GRPC_STATUS_UNAVAILABLE : rpc_status_from_ap(rc);
+		if (rc == AP_EDENIED)
+			ap_metrics_auth_failure("unapproved");
 		rpc_reply_error(&rep, code, "%s", err[0] ? err : ap_strerror(rc));
 		AP_WARN("🚫 Operator stream refused", AP_F_STR("operator", in->address),
 			AP_F_STR("code", rpc_status_name(code)), AP_F_STR("reason", rep.message));

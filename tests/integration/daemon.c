@@ -114,6 +114,12 @@ td_daemon *td_create(const td_options *o)
 	n += snprintf(operators + n, sizeof operators - n, "};\n");
 	assert_true(n < (int)sizeof operators);
 
+	char log_group[PATH_MAX + 96] = "log = { level = \"debug\"; };";
+	snprintf(d->json_log_path, sizeof d->json_log_path, "%s/daemon.jsonl", d->dir);
+	if (o->json_log)
+		snprintf(log_group, sizeof log_group,
+			 "log = { level = \"debug\"; format = \"json\"; file = \"%s\"; };",
+			 d->json_log_path);
 	n = snprintf(conf, sizeof conf,
 		     "# written by tests/integration/daemon.c\n"
 		     "listen = \"127.0.0.1:0\";\n"
@@ -121,9 +127,10 @@ td_daemon *td_create(const td_options *o)
 		     "storage = { dir = \"%s\"; };\n"
 		     "%s"
 		     "auth = { mode = \"none\"; };\n"
-		     "metrics_listen = \"\";\n"
-		     "log = { level = \"debug\"; };\n",
-		     d->admin_target, d->db_path, operators);
+		     "metrics_listen = \"%s\";\n"
+		     "%s\n",
+		     d->admin_target, d->db_path, operators,
+		     o->metrics_listen ? o->metrics_listen : "", log_group);
 	n += opt_line(conf + n, sizeof conf - n, "max_message_bytes", o->max_message_bytes);
 	n += opt_line(conf + n, sizeof conf - n, "shutdown_timeout_ms", o->shutdown_timeout_ms);
 	if (o->extra)

@@ -47,6 +47,11 @@ typedef struct td_options {
 	 * "\"0xabc...\", \"0xdef...\""; NULL: "\"*\"". */
 	const char *approved;
 	const char *extra; /* more top-level config lines, or NULL */
+	/* metrics_listen's value (NULL: "" = off). */
+	const char *metrics_listen;
+	/* Log in JSON to DIR/daemon.jsonl (log.file) instead of text on
+	 * stderr (the daemon's stderr still goes to log_path). */
+	bool json_log;
 } td_options;
 
 typedef struct td_daemon {
@@ -54,6 +59,7 @@ typedef struct td_daemon {
 	char conf_path[PATH_MAX];
 	char port_path[PATH_MAX];
 	char log_path[PATH_MAX];
+	char json_log_path[PATH_MAX]; /* DIR/daemon.jsonl (json_log) */
 	char db_path[PATH_MAX];
 	char admin_target[PATH_MAX]; /* "unix:DIR/admin.sock" */
 	char target[64];         /* "127.0.0.1:PORT" while running */
