@@ -30,8 +30,41 @@ static const ap_command commands[] = {
 	  "usage: ap [--config FILE] status [--json] [--db DIR] [--max-orphans N]\n",
 	  ap_cmd_status, NULL },
 	{ "task", "create, list, enable, disable and delete tasks",
-	  "usage: ap [--config FILE] task create|list|disable|enable|delete ...\n",
-	  NULL, "#5" },
+	  "usage: ap [--config FILE] task [--admin ADDR] SUBCOMMAND ...\n"
+	  "\n"
+	  "Manage tasks through the aggregator's admin service: --admin ADDR\n"
+	  "(unix:PATH or HOST:PORT), else the config's admin_listen. On TCP the\n"
+	  "config's admin.token is sent as \"authorization: Bearer TOKEN\".\n"
+	  "\n"
+	  "  create TRIGGER [--name S] [--id ID] [--max-execution N]\n"
+	  "         [--start-at MS] [--expire-at MS] [--count N [--batch N]] [--quiet]\n"
+	  "      TRIGGER is one of\n"
+	  "        --block-interval N [--chain-id C]       every N blocks\n"
+	  "        --event-address A --event-topic T [--chain-id C]\n"
+	  "                                                 (each repeatable)\n"
+	  "        --cron \"EXPR\"                          (repeatable)\n"
+	  "        --at EPOCH_MS                           fixed time (repeatable)\n"
+	  "        --manual\n"
+	  "      Prints the new ids, one a line (--quiet: only how many). Ids\n"
+	  "      come from the server (ULIDs) unless --id is given. --count N\n"
+	  "      makes N similar tasks in CreateTasks calls of --batch tasks\n"
+	  "      (default 1000); --id and --name are then prefixes: ID-0 ..\n"
+	  "      ID-(N-1). Times are ms since the Unix epoch; --max-execution 0\n"
+	  "      (the default) means unlimited.\n"
+	  "  list [--json] [--limit N]\n"
+	  "      Every task in id order: ID, NAME, STATUS, OWNER (an operator\n"
+	  "      address, \"(orphaned)\", or \"-\" when nobody owns it by design),\n"
+	  "      TYPE, EXECUTIONS (count/max, or count when unlimited). --json\n"
+	  "      prints a JSON array of objects (id, name, status, owner,\n"
+	  "      orphaned, trigger_type, execution_count, max_execution).\n"
+	  "  disable ID...  enable ID...  delete ID...\n"
+	  "      Prints \"ID STATUS\" for each; goes on after an id the server\n"
+	  "      refuses. An id starting with '-' goes after \"--\".\n"
+	  "\n"
+	  "Exit 0 on success; 1 when the daemon cannot be reached (the message\n"
+	  "names the admin address) or refuses an operation (its message is\n"
+	  "printed, e.g. \"task X not found\"); 2 on a usage error.\n",
+	  ap_cmd_task, NULL },
 	{ "keygen", "write a new secp256k1 key file and print its address",
 	  "usage: ap keygen FILE\n"
 	  "\n"
