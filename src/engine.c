@@ -279,14 +279,13 @@ typedef struct op_write {
 	const ap_operator_info *info; /* registry state to record */
 } op_write;
 
-static int persist_operator(ap_store_txn *txn, void *arg)
+int engine_update_operator(ap_store_txn *txn, const char *address,
+			   void (*fill)(Apstore__OperatorRecord *r, void *arg), void *arg)
 {
-	op_write *w = arg;
-	const ap_operator_info *i = w->info;
 	Apstore__OperatorRecord *old = NULL;
 	void *val;
 	size_t vlen;
-	int rc = ap_store_get(txn, AP_DB_OPERATORS, i->address, strlen(i->address), &val, &vlen);
+	int rc = ap_store_get(txn, AP_DB_OPERATORS, address, strlen(address), &val, &vlen);
 	if (rc == 0) {
 		if (ap_record_unpack_operator(val, vlen, &old) != 0)
 			old = NULL; /* an unreadable record is replaced */
@@ -294,34 +293,49 @@ static int persist_operator(ap_store_txn *txn, void *arg)
 	} else if (rc != AP_ENOTFOUND) {
 		return rc;
 	}
-	/* Start from the stored record so the Ping fields survive. */
+	/* Start from the stored record so fields the caller does not set (the
+	 * Ping fields at connect, the session fields at Ping) survive. The
+	 * copy borrows old's strings and arrays until it is packed. */
 	Apstore__OperatorRecord r = APSTORE__OPERATOR_RECORD__INIT;
 	if (old)
 		r = *old;
-	r.address = (char *)i->address;
-	r.monotonic_clock = i->monotonic_clock;
-	r.last_connect_ms = i->connected_at_ms;
-	r.last_disconnect_ms = i->disconnected_at_ms;
-	r.connected = i->connected;
-	r.connects = i->total_connects;
-	r.disconnects = i->disconnects;
-	if (w->hello) {
-		r.has_capabilities = w->hello->has_capabilities;
-		r.event_monitoring = w->hello->event_monitoring;
-		r.block_monitoring = w->hello->block_monitoring;
-		r.time_monitoring = w->hello->time_monitoring;
-		r.n_chain_ids = w->hello->n_chain_ids;
-		r.chain_ids = (int64_t *)w->hello->chain_ids;
-	}
+	r.address = (char *)address;
+	fill(&r, arg);
 	uint8_t *buf;
 	size_t len;
 	rc = ap_record_pack(&r.base, &buf, &len);
 	if (rc == 0) {
-		rc = ap_store_put(txn, AP_DB_OPERATORS, i->address, strlen(i->address), buf, len);
+		rc = ap_store_put(txn, AP_DB_OPERATORS, address, strlen(address), buf, len);
 		free(buf);
 	}
 	ap_record_free_operator(old);
 	return rc;
+}
+
+static void fill_session_fields(Apstore__OperatorRecord *r, void *arg)
+{
+	op_write *w = arg;
+	const ap_operator_info *i = w->info;
+	r->monotonic_clock = i->monotonic_clock;
+	r->last_connect_ms = i->connected_at_ms;
+	r->last_disconnect_ms = i->disconnected_at_ms;
+	r->connected = i->connected;
+	r->connects = i->total_connects;
+	r->disconnects = i->disconnects;
+	if (w->hello) {
+		r->has_capabilities = w->hello->has_capabilities;
+		r->event_monitoring = w->hello->event_monitoring;
+		r->block_monitoring = w->hello->block_monitoring;
+		r->time_monitoring = w->hello->time_monitoring;
+		r->n_chain_ids = w->hello->n_chain_ids;
+		r->chain_ids = (int64_t *)w->hello->chain_ids;
+	}
+}
+
+static int persist_operator(ap_store_txn *txn, void *arg)
+{
+	op_write *w = arg;
+	return engine_update_operator(txn, w->info->address, fill_session_fields, w);
 }
 
 void engine_save_operator_locked(ap_engine *e, const char *address, const ap_hello *hello)

@@ -95,6 +95,10 @@ int engine_put_task(ap_store_txn *txn, const Apstore__TaskRecord *r);
 
 bool engine_is_address(const char *s);
 void engine_lower_address(const char *in, char out[AP_ADDRESS_LEN + 1]);
+/* Read-modify-write of one operators-database record inside txn: fill
+ * sets the fields it owns on a copy of the stored record. */
+int engine_update_operator(ap_store_txn *txn, const char *address,
+			   void (*fill)(Apstore__OperatorRecord *r, void *arg), void *arg);
 /* Record the registry's view of an operator (and its hello at connect). */
 void engine_save_operator_locked(ap_engine *e, const char *address, const ap_hello *hello);
 void engine_ready_remove_locked(ap_engine *e, const char *address);

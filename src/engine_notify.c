@@ -199,48 +199,30 @@ typedef struct ping_ctx {
 	int64_t now;
 } ping_ctx;
 
+static void fill_ping_fields(Apstore__OperatorRecord *r, void *arg)
+{
+	ping_ctx *p = arg;
+	const Aggregator__Checkin *c = p->c;
+	r->last_ping_ms = p->now;
+	r->version = c->version;
+	r->block_number = c->block_number;
+	r->event_count = c->event_count;
+	r->metrics_port = c->metricsport;
+	r->remote_ip = c->remoteip;
+	if (c->status) {
+		r->uptime = c->status->uptime;
+		r->queue_depth = c->status->queuedepth;
+	}
+	if (c->n_supported_chain_ids) {
+		r->n_chain_ids = c->n_supported_chain_ids;
+		r->chain_ids = c->supported_chain_ids;
+	}
+}
+
 static int write_ping(ap_store_txn *txn, void *arg)
 {
 	ping_ctx *p = arg;
-	Apstore__OperatorRecord *old = NULL;
-	void *val;
-	size_t vlen;
-	int rc = ap_store_get(txn, AP_DB_OPERATORS, p->address, strlen(p->address), &val, &vlen);
-	if (rc == 0) {
-		if (ap_record_unpack_operator(val, vlen, &old) != 0)
-			old = NULL;
-		free(val);
-	} else if (rc != AP_ENOTFOUND) {
-		return rc;
-	}
-	Apstore__OperatorRecord r = APSTORE__OPERATOR_RECORD__INIT;
-	if (old)
-		r = *old;
-	const Aggregator__Checkin *c = p->c;
-	r.address = (char *)p->address;
-	r.last_ping_ms = p->now;
-	r.version = c->version;
-	r.block_number = c->block_number;
-	r.event_count = c->event_count;
-	r.metrics_port = c->metricsport;
-	r.remote_ip = c->remoteip;
-	if (c->status) {
-		r.uptime = c->status->uptime;
-		r.queue_depth = c->status->queuedepth;
-	}
-	if (c->n_supported_chain_ids) {
-		r.n_chain_ids = c->n_supported_chain_ids;
-		r.chain_ids = c->supported_chain_ids;
-	}
-	uint8_t *buf;
-	size_t len;
-	rc = ap_record_pack(&r.base, &buf, &len);
-	if (rc == 0) {
-		rc = ap_store_put(txn, AP_DB_OPERATORS, p->address, strlen(p->address), buf, len);
-		free(buf);
-	}
-	ap_record_free_operator(old);
-	return rc;
+	return engine_update_operator(txn, p->address, fill_ping_fields, p);
 }
 
 int ap_engine_ping(ap_engine *e, const Aggregator__Checkin *checkin, int64_t *updated_at_ms)
