@@ -4,7 +4,8 @@
  * name, its type, its bounds, its default and where it lives in the struct
  * (offsetof). Nothing else in this file knows about individual keys, except
  * the short cross-key checks at the end of each table (TLS cert and key go
- * together, a TCP admin listener needs a token, backoff max >= initial).
+ * together, a TCP admin listener needs a token, backoff max >= initial, the
+ * operator's other TLS keys need its tls.ca_file).
  * Adding a key means adding a row, a struct field, and a commented line in
  * the matching conf/ file; the unit test fails when the conf file and the
  * table drift apart. This is Redis's config.c idea, kept small.
@@ -232,6 +233,11 @@ static const conf_key operator_keys[] = {
 	K_DOUBLE("backoff.jitter", backoff.jitter, 0.25, 0.0, 1.0),
 	K_INT64("backoff.reset_after_ms", backoff.reset_after_ms,
 		120000, 0, MAX_MS),
+	K_GROUP("tls"),
+	K_STRING("tls.ca_file", tls.ca_file, "", 0),
+	K_STRING("tls.cert_file", tls.cert_file, "", 0),
+	K_STRING("tls.key_file", tls.key_file, "", 0),
+	K_STRING("tls.server_name", tls.server_name, "", 0),
 	K_GROUP("log"),
 	K_ENUM("log.level", log.level, "info", log_level_names),
 	K_ENUM("log.format", log.format, "text", log_format_names),
@@ -996,6 +1002,26 @@ static int operator_check(const conf_schema *s, const void *obj,
 			  char *err, size_t errlen)
 {
 	const ap_operator_config *cfg = obj;
+	bool ca = cfg->tls.ca_file[0] != '\0';
+	bool cert = cfg->tls.cert_file[0] != '\0';
+	bool key = cfg->tls.key_file[0] != '\0';
+
+	if (cert != key) {
+		const char *missing = cert ? "tls.key_file" : "tls.cert_file";
+		const char *given = cert ? "tls.cert_file" : "tls.key_file";
+		config_setting_t *st = seen_key(s, seen, missing);
+		return setting_error(err, errlen, st ? st : seen_key(s, seen, given),
+				     path, "key '%s': must be set when %s is set",
+				     missing, given);
+	}
+	if (!ca && cert)
+		return setting_error(err, errlen, seen_key(s, seen, "tls.cert_file"),
+				     path, "key 'tls.cert_file': a client certificate "
+				     "needs TLS, which needs tls.ca_file");
+	if (!ca && cfg->tls.server_name[0] != '\0')
+		return setting_error(err, errlen, seen_key(s, seen, "tls.server_name"),
+				     path, "key 'tls.server_name': needs TLS, which "
+				     "needs tls.ca_file");
 	if (cfg->backoff.max_ms < cfg->backoff.initial_ms) {
 		config_setting_t *st = seen_key(s, seen, "backoff.max_ms");
 		return setting_error(err, errlen,

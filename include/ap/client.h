@@ -131,6 +131,25 @@ typedef struct ap_client_options {
 	 * defaults (1 s growing to 120 s). */
 	int64_t reconnect_backoff_ms;
 	int64_t max_reconnect_backoff_ms;
+	/* TLS (SPEC section 7). All NULL or "": plaintext, the default.
+	 * tls_ca_file: PEM file of the CA certificates that may sign the
+	 * server's certificate; setting it turns TLS on, and only these CAs
+	 * are trusted (not the system's), as an operator port is normally
+	 * served with a private CA. The server's certificate must name the
+	 * target's host (an IP SAN for "127.0.0.1:PORT") or tls_server_name.
+	 * tls_cert_file, tls_key_file: this client's certificate chain and
+	 * private key (PEM) for mutual TLS; both or neither, and only with
+	 * tls_ca_file.
+	 * tls_server_name: check the server's certificate against this name
+	 * instead of the target's host (GRPC_SSL_TARGET_NAME_OVERRIDE_ARG; it
+	 * is also the SNI name); only with tls_ca_file.
+	 * The files are read by ap_client_open (a missing or non-PEM file is
+	 * AP_EINVAL there, not a failure of the first call); the strings need
+	 * not outlive it. */
+	const char *tls_ca_file;
+	const char *tls_cert_file;
+	const char *tls_key_file;
+	const char *tls_server_name;
 } ap_client_options;
 
 typedef struct ap_client ap_client;
@@ -146,8 +165,10 @@ void ap_client_init(void);
 void ap_client_shutdown(void);
 
 /* Open a channel to target. The connection is made lazily by the first
- * call. Returns 0, AP_EINVAL (bad target or options) or AP_ENOMEM; detail
- * in err (may be NULL). */
+ * call. Returns 0, AP_EINVAL (bad target or options, a TLS file that cannot
+ * be read or holds no PEM) or AP_ENOMEM; detail in err (may be NULL). A
+ * TLS handshake that fails (untrusted server, refused client certificate)
+ * shows as calls failing with AP_RPC_UNAVAILABLE. */
 int ap_client_open(const char *target, const ap_client_options *options,
 		   ap_client **out, char *err, size_t errlen);
 /* Destroy the channel. NULL accepted. Calls in progress on it must have

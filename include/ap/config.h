@@ -91,6 +91,12 @@ typedef struct ap_operator_config {
 		int64_t reset_after_ms;
 	} backoff;
 	struct {
+		char *ca_file;     /* "" = plaintext; else TLS trusting this CA */
+		char *cert_file;   /* client certificate for mutual TLS, or "" */
+		char *key_file;    /* its private key, or "" */
+		char *server_name; /* name the server certificate must carry, or "" */
+	} tls;
+	struct {
 		int level;
 		int format;
 		char *file;

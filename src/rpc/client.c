@@ -10,8 +10,15 @@
  * concurrent calls on one channel independent (no shared pluck queue, so
  * no limit of six pluckers).
  *
+ * TLS: a channel is plaintext unless the options name a CA file; then it
+ * uses gRPC's SSL credentials with exactly that CA (plus a client
+ * certificate for mutual TLS), read at open so that a wrong path is an
+ * error the caller sees at once rather than a handshake that fails on
+ * every call. The private key's copy is wiped once gRPC has its own.
+ *
  * No locks: a channel is thread-safe in gRPC, and everything else a call
  * touches lives on the calling thread's stack. */
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -184,12 +191,108 @@ static int add_int_arg(grpc_arg *args, size_t *n, char *key, int64_t value)
 	return 0;
 }
 
+static bool is_set(const char *s)
+{
+	return s && s[0];
+}
+
+/* The whole of a PEM file as a string (caller frees), or NULL with the
+ * reason in err. A file without a PEM block is refused here, because gRPC
+ * would only say so in its own log and fail every handshake. */
+static char *read_pem(const char *what, const char *path, char *err, size_t errlen)
+{
+	char msg[512];
+	FILE *f = fopen(path, "rb");
+	char *buf = NULL;
+	size_t len = 0, cap = 0;
+	if (!f) {
+		snprintf(msg, sizeof msg, "cannot open %s %s: %s", what, path, strerror(errno));
+		goto fail;
+	}
+	for (;;) {
+		if (cap - len < 4097) {
+			if (cap > (1u << 24)) {
+				snprintf(msg, sizeof msg, "%s %s is larger than 16 MiB", what, path);
+				goto fail;
+			}
+			size_t bigger_cap = cap ? 2 * cap : 8192;
+			char *bigger = realloc(buf, bigger_cap);
+			if (!bigger) {
+				snprintf(msg, sizeof msg, "out of memory");
+				goto fail;
+			}
+			buf = bigger;
+			cap = bigger_cap;
+		}
+		size_t n = fread(buf + len, 1, cap - len - 1, f);
+		len += n;
+		if (n == 0)
+			break;
+	}
+	if (ferror(f)) {
+		snprintf(msg, sizeof msg, "cannot read %s %s", what, path);
+		goto fail;
+	}
+	buf[len] = '\0';
+	if (!strstr(buf, "-----BEGIN ")) {
+		snprintf(msg, sizeof msg, "%s %s holds no PEM block", what, path);
+		goto fail;
+	}
+	fclose(f);
+	return buf;
+fail:
+	set_err(err, errlen, msg);
+	if (buf) {
+		explicit_bzero(buf, cap);
+		free(buf);
+	}
+	if (f)
+		fclose(f);
+	return NULL;
+}
+
+static void free_secret(char *s)
+{
+	if (s) {
+		explicit_bzero(s, strlen(s));
+		free(s);
+	}
+}
+
+/* Plaintext credentials, or TLS ones from the options' PEM files (gRPC
+ * copies the PEM strings). NULL with err set when a file is unusable. */
+static grpc_channel_credentials *channel_credentials(const ap_client_options *o,
+						     char *err, size_t errlen)
+{
+	if (!is_set(o->tls_ca_file))
+		return grpc_insecure_credentials_create();
+	grpc_channel_credentials *creds = NULL;
+	char *ca = read_pem("tls CA file", o->tls_ca_file, err, errlen);
+	char *cert = NULL, *key = NULL;
+	if (!ca)
+		goto out;
+	if (is_set(o->tls_cert_file)) {
+		if (!(cert = read_pem("tls certificate file", o->tls_cert_file, err, errlen)) ||
+		    !(key = read_pem("tls key file", o->tls_key_file, err, errlen)))
+			goto out;
+	}
+	grpc_ssl_pem_key_cert_pair pair = { key, cert };
+	creds = grpc_ssl_credentials_create(ca, cert ? &pair : NULL, NULL, NULL);
+	if (!creds)
+		set_err(err, errlen, "grpc_ssl_credentials_create failed");
+out:
+	free(ca);
+	free(cert);
+	free_secret(key);
+	return creds;
+}
+
 int ap_client_open(const char *target, const ap_client_options *options,
 		   ap_client **out, char *err, size_t errlen)
 {
 	static const ap_client_options defaults = { 0 };
 	const ap_client_options *o = options ? options : &defaults;
-	grpc_arg args[8];
+	grpc_arg args[10];
 	size_t n = 0;
 	int rc = 0;
 
@@ -197,6 +300,20 @@ int ap_client_open(const char *target, const ap_client_options *options,
 	if (!target || !*target) {
 		set_err(err, errlen, "empty target");
 		return AP_EINVAL;
+	}
+	if (is_set(o->tls_cert_file) != is_set(o->tls_key_file)) {
+		set_err(err, errlen, "a TLS client certificate needs its key, and a key its certificate");
+		return AP_EINVAL;
+	}
+	if (!is_set(o->tls_ca_file) && (is_set(o->tls_cert_file) || is_set(o->tls_server_name))) {
+		set_err(err, errlen, "TLS options need tls_ca_file");
+		return AP_EINVAL;
+	}
+	if (is_set(o->tls_server_name)) {
+		args[n].type = GRPC_ARG_STRING;
+		args[n].key = GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
+		args[n].value.string = (char *)o->tls_server_name;
+		n++;
 	}
 	if (!o->shared_connection)
 		rc |= add_int_arg(args, &n, GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
@@ -231,7 +348,11 @@ int ap_client_open(const char *target, const ap_client_options *options,
 	}
 	grpc_init();
 	grpc_channel_args chargs = { .num_args = n, .args = args };
-	grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+	grpc_channel_credentials *creds = channel_credentials(o, err, errlen);
+	if (!creds) {
+		ap_client_close(c);
+		return AP_EINVAL;
+	}
 	c->channel = grpc_channel_create(target, creds, &chargs);
 	grpc_channel_credentials_release(creds);
 	/* gRPC returns a "lame" channel for a target it cannot parse; calls on

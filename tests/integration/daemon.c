@@ -100,6 +100,8 @@ td_daemon *td_create(const td_options *o)
 	snprintf(d->log_path, sizeof d->log_path, "%s/daemon.log", d->dir);
 	snprintf(d->db_path, sizeof d->db_path, "%s/db", d->dir);
 	snprintf(d->admin_target, sizeof d->admin_target, "unix:%s/admin.sock", d->dir);
+	if (o->node_options)
+		d->node_options = *o->node_options;
 
 	snprintf(approved, sizeof approved, "%s", o->approved ? o->approved : "\"*\"");
 	n = snprintf(operators, sizeof operators,
@@ -126,10 +128,11 @@ td_daemon *td_create(const td_options *o)
 		     "admin_listen = \"%s\";\n"
 		     "storage = { dir = \"%s\"; };\n"
 		     "%s"
-		     "auth = { mode = \"none\"; };\n"
+		     "auth = { %s };\n"
 		     "metrics_listen = \"%s\";\n"
 		     "%s\n",
 		     d->admin_target, d->db_path, operators,
+		     o->auth ? o->auth : "mode = \"none\";",
 		     o->metrics_listen ? o->metrics_listen : "", log_group);
 	n += opt_line(conf + n, sizeof conf - n, "max_message_bytes", o->max_message_bytes);
 	n += opt_line(conf + n, sizeof conf - n, "shutdown_timeout_ms", o->shutdown_timeout_ms);
@@ -233,7 +236,8 @@ void td_start(td_daemon *d)
 	}
 	snprintf(d->target, sizeof d->target, "127.0.0.1:%d", d->port);
 	close_channels(d);
-	assert_int_equal(ap_client_open(d->target, NULL, &d->node, err, sizeof err), 0);
+	if (ap_client_open(d->target, &d->node_options, &d->node, err, sizeof err) != 0)
+		fail_msg("ap_client_open(%s): %s", d->target, err);
 	assert_int_equal(ap_client_open(d->admin_target, NULL, &d->admin, err, sizeof err), 0);
 
 	/* Serving means HealthCheck "OK" on the operator port and a working

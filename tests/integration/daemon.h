@@ -6,7 +6,8 @@
  * aggregator --port-file DIR/port" and waits, polling with a deadline, for
  * the port file and a HealthCheck answering "OK". The daemon listens on
  * 127.0.0.1:0 (operators) and unix:DIR/admin.sock (admin), with
- * auth.mode "none" and no metrics listener.
+ * auth.mode "none" and no metrics listener unless the options say
+ * otherwise.
  *
  * Failure handling: the helpers use cmocka assertions, so call them from
  * the test's main thread only. td_destroy (call it from the cmocka
@@ -52,6 +53,13 @@ typedef struct td_options {
 	/* Log in JSON to DIR/daemon.jsonl (log.file) instead of text on
 	 * stderr (the daemon's stderr still goes to log_path). */
 	bool json_log;
+	/* The body of the auth group, e.g. "mode = \"signature\";
+	 * max_skew_s = 2;" (NULL: "mode = \"none\";"). */
+	const char *auth;
+	/* Options of d->node, the channel td_start checks the operator port
+	 * with (NULL: plaintext): TLS settings for a daemon whose extra lines
+	 * set tls. Copied; its strings must outlive the td_daemon. */
+	const ap_client_options *node_options;
 } td_options;
 
 typedef struct td_daemon {
@@ -69,6 +77,7 @@ typedef struct td_daemon {
 	bool passed;             /* set at the end of a test: no log dump */
 	ap_client *admin;        /* admin channel while running */
 	ap_client *node;         /* operator-port channel while running */
+	ap_client_options node_options; /* td_options.node_options */
 } td_daemon;
 
 /* Make the temp dir and write the config. Asserts on failure. */

@@ -137,7 +137,8 @@ static void *reader_main(void *arg)
 	return NULL;
 }
 
-static it_op *op_start(const char *target, const Aggregator__SyncMessagesReq *req,
+static it_op *op_start(const char *target, const ap_client_options *copts,
+		       const Aggregator__SyncMessagesReq *req, const ap_call_options *call,
 		       int64_t open_wait_ms)
 {
 	char err[256];
@@ -148,11 +149,11 @@ static it_op *op_start(const char *target, const Aggregator__SyncMessagesReq *re
 	snprintf(op->address, sizeof op->address, "%s", req->address);
 	pthread_mutex_init(&op->lock, NULL);
 	ap_clock_cond_init(&op->changed);
-	int rc = ap_client_open(target, NULL, &op->client, err, sizeof err);
+	int rc = ap_client_open(target, copts, &op->client, err, sizeof err);
 	if (rc)
 		fail_msg("ap_client_open(%s): %s", target, err);
 	op->opened_ns = ap_clock_mono_ns();
-	rc = ap_stream_open(op->client, req, NULL, open_wait_ms, &op->stream);
+	rc = ap_stream_open(op->client, req, call, open_wait_ms, &op->stream);
 	if (rc)
 		fail_msg("ap_stream_open for %s on %s: %s", req->address, target,
 			 ap_strerror(rc));
@@ -163,18 +164,25 @@ static it_op *op_start(const char *target, const Aggregator__SyncMessagesReq *re
 
 it_op *it_op_start_req(const char *target, const Aggregator__SyncMessagesReq *req)
 {
-	return op_start(target, req, TD_WAIT_MS);
+	return op_start(target, NULL, req, NULL, TD_WAIT_MS);
 }
 
 it_op *it_op_start(const char *target, const char *address, int64_t clock)
 {
 	Aggregator__SyncMessagesReq req = it_sync_req(address, clock);
-	return op_start(target, &req, TD_WAIT_MS);
+	return op_start(target, NULL, &req, NULL, TD_WAIT_MS);
 }
 
 it_op *it_op_start_nowait(const char *target, const Aggregator__SyncMessagesReq *req)
 {
-	return op_start(target, req, 0);
+	return op_start(target, NULL, req, NULL, 0);
+}
+
+it_op *it_op_start_opts(const char *target, const ap_client_options *copts,
+			const Aggregator__SyncMessagesReq *req, const ap_call_options *call,
+			bool wait_open)
+{
+	return op_start(target, copts, req, call, wait_open ? TD_WAIT_MS : 0);
 }
 
 int64_t it_op_opened_ns(it_op *op)

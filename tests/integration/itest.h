@@ -41,6 +41,13 @@ it_op *it_op_start(const char *target, const char *address, int64_t clock);
 /* The same, but the stream may end at once (for refused operators): no
  * wait for initial metadata. */
 it_op *it_op_start_nowait(const char *target, const Aggregator__SyncMessagesReq *req);
+/* The general form: the channel gets copts (NULL: defaults; e.g. TLS),
+ * the stream call (NULL: none; e.g. "authorization" metadata, copied), and
+ * wait_open says whether to wait for initial metadata as it_op_start_req
+ * does or not as it_op_start_nowait. */
+it_op *it_op_start_opts(const char *target, const ap_client_options *copts,
+			const Aggregator__SyncMessagesReq *req, const ap_call_options *call,
+			bool wait_open);
 
 /* Monotonic time just before the stream was opened. */
 int64_t it_op_opened_ns(it_op *op);

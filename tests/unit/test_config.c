@@ -146,6 +146,10 @@ static void check_operator_defaults_but_key(const ap_operator_config *c)
 	assert_int_equal(c->backoff.max_ms, 60000);
 	assert_true(c->backoff.jitter == 0.25);
 	assert_int_equal(c->backoff.reset_after_ms, 120000);
+	assert_string_equal(c->tls.ca_file, "");
+	assert_string_equal(c->tls.cert_file, "");
+	assert_string_equal(c->tls.key_file, "");
+	assert_string_equal(c->tls.server_name, "");
 	assert_int_equal(c->log.level, AP_LOG_INFO);
 	assert_int_equal(c->log.format, AP_LOG_TEXT);
 	assert_string_equal(c->log.file, "");
@@ -345,7 +349,7 @@ static void test_key_names(void **state)
 	n = 0;
 	while (ap_config_key_name(1, n))
 		n++;
-	assert_int_equal(n, 16);
+	assert_int_equal(n, 20);
 	assert_null(ap_config_key_name(2, 0));
 	assert_null(ap_config_key_name(-1, 0));
 
@@ -463,6 +467,8 @@ static void test_operator_every_key(void **state)
 		   "ping_interval_ms = 100;\n"
 		   "backoff = { initial_ms = 50; factor = 3; max_ms = 50;\n"
 		   "  jitter = 0.0; reset_after_ms = 0; };\n"
+		   "tls = { ca_file = \"ca.pem\"; cert_file = \"c.pem\"; key_file = \"k.pem\";\n"
+		   "  server_name = \"agg.example\"; };\n"
 		   "log = { level = \"error\"; format = \"json\"; file = \"/tmp/x\"; };\n");
 	ap_operator_config cfg;
 	int rc = ap_operator_config_load(&cfg, t->path, t->err, sizeof t->err);
@@ -484,6 +490,10 @@ static void test_operator_every_key(void **state)
 	assert_int_equal(cfg.backoff.max_ms, 50);
 	assert_true(cfg.backoff.jitter == 0.0);
 	assert_int_equal(cfg.backoff.reset_after_ms, 0);
+	assert_string_equal(cfg.tls.ca_file, "ca.pem");
+	assert_string_equal(cfg.tls.cert_file, "c.pem");
+	assert_string_equal(cfg.tls.key_file, "k.pem");
+	assert_string_equal(cfg.tls.server_name, "agg.example");
 	assert_int_equal(cfg.log.level, AP_LOG_ERROR);
 	assert_int_equal(cfg.log.format, AP_LOG_JSON);
 	assert_string_equal(cfg.log.file, "/tmp/x");
@@ -812,6 +822,18 @@ static void test_operator_errors(void **state)
 	expect_operator_error(t, "approved = [];\n", 1, "unknown key 'approved'");
 	expect_operator_error(t, "log = { colour = true; };\n", 1,
 			      "unknown key 'log.colour'");
+	/* TLS: a client certificate and its key go together, and they and a
+	 * server name need the CA file that turns TLS on. */
+	expect_operator_error(t, "tls = {\n  ca_file = \"ca.pem\";\n  cert_file = \"c.pem\";\n};\n", 3,
+			      "key 'tls.key_file': must be set when tls.cert_file is set");
+	expect_operator_error(t, "tls = {\n  ca_file = \"ca.pem\";\n  key_file = \"k.pem\";\n};\n", 3,
+			      "key 'tls.cert_file': must be set when tls.key_file is set");
+	expect_operator_error(t, "tls = {\n  cert_file = \"c.pem\";\n  key_file = \"k.pem\";\n};\n", 2,
+			      "key 'tls.cert_file': a client certificate needs TLS, which needs tls.ca_file");
+	expect_operator_error(t, "tls = { server_name = \"localhost\"; };\n", 1,
+			      "key 'tls.server_name': needs TLS, which needs tls.ca_file");
+	expect_operator_error(t, "tls = { ca_file = 1; };\n", 1,
+			      "key 'tls.ca_file': expected a string");
 }
 
 static void test_is_address(void **state)
