@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "ap/config.h"
 #include "ap/error.h"
@@ -887,6 +888,57 @@ out:
 
 /* ---- loading -------------------------------------------------------------- */
 
+/* libconfig 1.5 calls exit(2) when an @include names a directory ("input
+ * in flex scanner failed"), which would end the daemon or `ap config check`
+ * without a FILE:LINE error. So before libconfig reads anything, every
+ * @include line (recursively, as libconfig would follow them) must name a
+ * regular file; the first that does not is reported here. Found by the
+ * config fuzz target. A missing file is left to libconfig, which reports
+ * it properly. */
+static int check_includes(const char *file, const char *dir, int depth, char *err,
+			  size_t errlen)
+{
+	FILE *fp = fopen(file, "r");
+	if (!fp)
+		return 0; /* libconfig reports unreadable files itself */
+	char line[4096];
+	int lineno = 0, rc = 0;
+	while (rc == 0 && fgets(line, sizeof line, fp)) {
+		lineno++;
+		const char *p = line + strspn(line, " \t");
+		if (strncmp(p, "@include", 8) != 0)
+			continue;
+		p += 8;
+		p += strspn(p, " \t");
+		if (*p != '"')
+			continue;
+		const char *end = strchr(p + 1, '"');
+		if (!end)
+			continue;
+		char name[4096], full[8192];
+		snprintf(name, sizeof name, "%.*s", (int)(end - p - 1), p + 1);
+		if (name[0] == '/' || !dir)
+			snprintf(full, sizeof full, "%s", name);
+		else
+			snprintf(full, sizeof full, "%s/%s", dir, name);
+		struct stat st;
+		if (stat(full, &st) != 0)
+			continue;
+		if (!S_ISREG(st.st_mode)) {
+			snprintf(err, errlen, "%s:%d: @include \"%s\" is not a regular file",
+				 file, lineno, name);
+			rc = AP_ECONFIG;
+		} else if (depth >= 10) {
+			snprintf(err, errlen, "%s:%d: @include nested too deeply", file, lineno);
+			rc = AP_ECONFIG;
+		} else {
+			rc = check_includes(full, dir, depth + 1, err, errlen);
+		}
+	}
+	fclose(fp);
+	return rc;
+}
+
 static int conf_load(const conf_schema *s, void *obj, const char *path,
 		     char *err, size_t errlen)
 {
@@ -913,6 +965,9 @@ static int conf_load(const conf_schema *s, void *obj, const char *path,
 		config_set_include_dir(&lc, dir);
 	}
 
+	rc = check_includes(path, slash ? dir : NULL, 0, err, errlen);
+	if (rc)
+		goto fail;
 	errno = 0;
 	if (!config_read_file(&lc, path)) {
 		int saved = errno;

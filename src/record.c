@@ -12,6 +12,7 @@
 #include <stdlib.h>
 
 #include "ap/error.h"
+#include "ap/pb.h"
 #include "ap/record.h"
 
 int ap_record_pack(const ProtobufCMessage *msg, uint8_t **out, size_t *len)
@@ -46,8 +47,7 @@ static int record_unpack(const ProtobufCMessageDescriptor *desc,
 		return AP_EVERSION;
 	/* protobuf-c cannot tell out-of-memory from a malformed body; both
 	 * mean the record cannot be used. */
-	ProtobufCMessage *msg = protobuf_c_message_unpack(desc, NULL, len - 1,
-							  p + 1);
+	ProtobufCMessage *msg = ap_pb_unpack(desc, len - 1, p + 1);
 	if (msg == NULL)
 		return AP_EINVAL;
 	*out = msg;

@@ -27,6 +27,7 @@
 #include "ap/clock.h"
 #include "ap/error.h"
 #include "ap/log.h"
+#include "ap/pb.h"
 #include "rpc_int.h"
 
 gpr_timespec rpc_deadline_ms(int64_t ms)
@@ -76,7 +77,7 @@ void rpc_reply_error(rpc_reply *rep, grpc_status_code code, const char *fmt, ...
 void *rpc_unpack(const ProtobufCMessageDescriptor *d, const rpc_request *req,
 		 rpc_reply *rep)
 {
-	ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, req->len, req->data);
+	ProtobufCMessage *m = ap_pb_unpack(d, req->len, req->data);
 	if (!m)
 		rpc_reply_error(rep, GRPC_STATUS_INVALID_ARGUMENT,
 				"request is not a valid %s message", d->name);

@@ -26,6 +26,7 @@
 
 #include <grpc/grpc_security.h>
 
+#include "ap/pb.h"
 #include "ap/error.h"
 #include "client_int.h"
 
@@ -138,8 +139,7 @@ ProtobufCMessage *ap_client_buffer_unpack(grpc_byte_buffer *bb,
 		return NULL;
 	grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
 	grpc_byte_buffer_reader_destroy(&reader);
-	ProtobufCMessage *m = protobuf_c_message_unpack(
-		d, NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
+	ProtobufCMessage *m = ap_pb_unpack(d, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
 	grpc_slice_unref(all);
 	return m;
 }

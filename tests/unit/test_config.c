@@ -546,6 +546,31 @@ static void test_include_next_to_file(void **state)
 	ap_config_free(&cfg);
 }
 
+/* libconfig 1.5 exits the process when @include names a directory: the
+ * loader must catch it first and name the line (found by fuzz_config). */
+static void test_include_directory(void **state)
+{
+	fixture *t = *state;
+	char main_path[PATH_MAX], want[PATH_MAX + 100];
+	write_file(t, "main.conf", "listen = \"0.0.0.0:1\";\n@include \".\"\n");
+	snprintf(main_path, sizeof main_path, "%s", t->path);
+	ap_config cfg;
+	assert_int_equal(ap_config_load(&cfg, main_path, t->err, sizeof t->err), AP_ECONFIG);
+	snprintf(want, sizeof want, "%s:2: @include \".\" is not a regular file", main_path);
+	assert_string_equal(t->err, want);
+	check_aggregator_defaults(&cfg);
+	ap_config_free(&cfg);
+
+	/* one level down, and the empty name (the directory itself) */
+	write_file(t, "extra.conf", "@include \"\"\n");
+	write_file(t, "main.conf", "@include \"extra.conf\"\n");
+	assert_int_equal(ap_config_load(&cfg, main_path, t->err, sizeof t->err), AP_ECONFIG);
+	snprintf(want, sizeof want, "%s/extra.conf:1: @include \"\" is not a regular file",
+		 t->dir);
+	assert_string_equal(t->err, want);
+	ap_config_free(&cfg);
+}
+
 /* ---- errors ---------------------------------------------------------------- */
 
 static void test_syntax_error(void **state)
@@ -994,6 +1019,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_wildcard_and_empty_approved, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_operator_every_key, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_include_next_to_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_include_directory, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_syntax_error, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unknown_keys, setup, teardown),
