@@ -25,7 +25,33 @@ static const ap_command commands[] = {
 	  "reopens the log file. Exit 0 after a clean shutdown, 1 on failure.\n",
 	  ap_cmd_aggregator, NULL },
 	{ "operator", "run an operator client",
-	  "usage: ap [--config FILE] operator\n", NULL, "#5" },
+	  "usage: ap [--config FILE] operator [--aggregator HOST:PORT] [--address ADDR]\n"
+	  "                                   [--key-file FILE]\n"
+	  "\n"
+	  "Run an operator client in the foreground, logging to stderr (or log.file).\n"
+	  "The configuration is --config, else conf/operator.conf, else the installed\n"
+	  "ap/operator.conf, else the built-in defaults; the options override its\n"
+	  "aggregator, address and key_file keys (--key-file \"\" sends no\n"
+	  "authorization, for an aggregator with auth.mode \"none\").\n"
+	  "\n"
+	  "It checks that key_file is the key of address, waits for the aggregator's\n"
+	  "HealthCheck to answer OK, opens the SyncMessages stream (MonotonicClock =\n"
+	  "wall clock in ns, capabilities and chain_ids from the config, every call\n"
+	  "signed) and keeps a subscription per task it is sent. Pings every\n"
+	  "ping_interval_ms. When the stream ends it logs why and reconnects after\n"
+	  "the backoff of the config (doubling from 1 s to 60 s, +/- 25 % jitter,\n"
+	  "reset after 2 min connected), starting from an empty subscription table.\n"
+	  "\n"
+	  "Fixed-time and cron triggers fire on this machine's clock (cron: 5 fields,\n"
+	  "UTC) and are reported with NotifyTriggers, trigger_request_id\n"
+	  "\"TASK_ID:SCHEDULED_MS\"; a task the answer says is no longer enabled is\n"
+	  "dropped. Block and event triggers need a chain connection this client\n"
+	  "does not have: they are subscribed and logged, never fired.\n"
+	  "\n"
+	  "SIGTERM/SIGINT cancel the stream and exit 0 within a few seconds; SIGHUP\n"
+	  "reopens the log file. Exit 1 on a configuration or key error, 2 on a usage\n"
+	  "error.\n",
+	  ap_cmd_operator, NULL },
 	{ "status", "summarise the database (daemon running or not)",
 	  "usage: ap [--config FILE] status [--json] [--db DIR] [--max-orphans N]\n",
 	  ap_cmd_status, NULL },
