@@ -247,3 +247,62 @@ size_t pr_count_lines(const char *text, const char *needle)
 	}
 	return n;
 }
+
+/* Prints "TOTAL ENABLED DISABLED COMPLETED FAILED ORPHANED OWNED_SUM
+ * OPERATORS" and then one "ADDRESS COUNT" line per owner. */
+static const char status_check[] =
+	"import json, sys\n"
+	"raw = sys.stdin.read()\n"
+	"assert raw.count('\\n') == 1 and raw.endswith('\\n'), 'not one line'\n"
+	"d = json.loads(raw)\n"
+	"assert set(d) == {'database', 'tasks', 'orphaned', 'owners', 'operators'}, sorted(d)\n"
+	"t = d['tasks']\n"
+	"assert set(t) == {'total', 'enabled', 'disabled', 'completed', 'failed'}, sorted(t)\n"
+	"assert t['total'] == t['enabled'] + t['disabled'] + t['completed'] + t['failed']\n"
+	"for a, n in d['owners'].items():\n"
+	"    assert a.startswith('0x') and len(a) == 42 and isinstance(n, int) and n > 0, (a, n)\n"
+	"for o in d['operators']:\n"
+	"    assert set(o) == {'address', 'connected', 'last_connect_ms',\n"
+	"                      'last_disconnect_ms', 'owned_tasks'}, sorted(o)\n"
+	"    assert isinstance(o['connected'], bool)\n"
+	"print(t['total'], t['enabled'], t['disabled'], t['completed'], t['failed'],\n"
+	"      d['orphaned'], sum(d['owners'].values()), len(d['operators']))\n"
+	"for a, n in sorted(d['owners'].items()):\n"
+	"    print(a, n)\n";
+
+bool pr_parse_status(const char *json, pr_status *s)
+{
+	pr_result py;
+	char *argv[] = { (char *)pr_python(), (char *)"-c", (char *)status_check, NULL };
+	memset(s, 0, sizeof *s);
+	pr_run(&py, json, PR_CMD_TIMEOUT_MS, argv);
+	bool ok = py.code == 0 &&
+		  sscanf(py.out, "%ld %ld %ld %ld %ld %ld %ld %ld", &s->total, &s->enabled,
+			 &s->disabled, &s->completed, &s->failed, &s->orphaned, &s->owned,
+			 &s->operators) == 8;
+	const char *line = ok ? strchr(py.out, '\n') : NULL;
+	while (ok && line && line[1] && s->n_owners < PR_MAX_OWNERS) {
+		line++;
+		if (sscanf(line, "%42s %ld", s->owners[s->n_owners].address,
+			   &s->owners[s->n_owners].tasks) != 2) {
+			ok = false;
+			break;
+		}
+		s->n_owners++;
+		line = strchr(line, '\n');
+	}
+	if (!ok) {
+		fprintf(stderr, "ap status --json output that did not pass:\n%s\n", json);
+		pr_dump("python status check", &py);
+	}
+	pr_free(&py);
+	return ok;
+}
+
+long pr_status_owned(const pr_status *s, const char *address)
+{
+	for (size_t i = 0; i < s->n_owners; i++)
+		if (strcmp(s->owners[i].address, address) == 0)
+			return s->owners[i].tasks;
+	return 0;
+}

@@ -55,6 +55,27 @@ int pr_stop(pid_t pid, int64_t timeout_ms);
 /* SIGKILL and reap. */
 void pr_kill(pid_t pid);
 
+/* `ap status --json` as checked by python3's json module: SPEC section
+ * 8's exact key sets, one line, total = enabled + disabled + completed +
+ * failed. */
+#define PR_MAX_OWNERS 32
+typedef struct pr_status {
+	long total, enabled, disabled, completed, failed;
+	long orphaned;
+	long owned;     /* the sum of "owners" */
+	long operators; /* entries of "operators" */
+	size_t n_owners;
+	struct {
+		char address[43];
+		long tasks;
+	} owners[PR_MAX_OWNERS];
+} pr_status;
+/* Parse `json`; false (after printing the text and python's complaint on
+ * stderr) when it does not pass the checks. Any thread. */
+bool pr_parse_status(const char *json, pr_status *s);
+/* The tasks `address` owns per s->owners, 0 when it is not listed. */
+long pr_status_owned(const pr_status *s, const char *address);
+
 /* Count the lines of `text` that contain needle ("" counts every line). */
 size_t pr_count_lines(const char *text, const char *needle);
 

@@ -89,48 +89,6 @@ static const char list_check[] =
 	"    print(t['id'], t['status'], t['owner'] or '-', int(t['orphaned']),\n"
 	"          t['trigger_type'], t['execution_count'], t['max_execution'])\n";
 
-/* Checks an `ap status --json` object against SPEC section 8's exact key
- * sets and prints "TOTAL ENABLED DISABLED ORPHANED OWNED_SUM OPERATORS". */
-static const char status_check[] =
-	"import json, sys\n"
-	"raw = sys.stdin.read()\n"
-	"assert raw.count('\\n') == 1 and raw.endswith('\\n'), 'not one line'\n"
-	"d = json.loads(raw)\n"
-	"assert set(d) == {'database', 'tasks', 'orphaned', 'owners', 'operators'}, sorted(d)\n"
-	"t = d['tasks']\n"
-	"assert set(t) == {'total', 'enabled', 'disabled', 'completed', 'failed'}, sorted(t)\n"
-	"assert t['total'] == t['enabled'] + t['disabled'] + t['completed'] + t['failed']\n"
-	"for a, n in d['owners'].items():\n"
-	"    assert a.startswith('0x') and len(a) == 42 and n > 0, (a, n)\n"
-	"for o in d['operators']:\n"
-	"    assert set(o) == {'address', 'connected', 'last_connect_ms',\n"
-	"                      'last_disconnect_ms', 'owned_tasks'}, sorted(o)\n"
-	"    assert isinstance(o['connected'], bool)\n"
-	"print(t['total'], t['enabled'], t['disabled'], d['orphaned'],\n"
-	"      sum(d['owners'].values()), len(d['operators']))\n";
-
-typedef struct status_totals {
-	long total, enabled, disabled, orphaned, owned, operators;
-} status_totals;
-
-/* Parse `ap status --json` output; false (after printing why) when it does
- * not pass status_check. Any thread. */
-static bool parse_status(const char *json, status_totals *s)
-{
-	pr_result py;
-	char *argv[] = { (char *)pr_python(), (char *)"-c", (char *)status_check, NULL };
-	pr_run(&py, json, PR_CMD_TIMEOUT_MS, argv);
-	bool ok = py.code == 0 &&
-		  sscanf(py.out, "%ld %ld %ld %ld %ld %ld", &s->total, &s->enabled, &s->disabled,
-			 &s->orphaned, &s->owned, &s->operators) == 6;
-	if (!ok) {
-		fprintf(stderr, "status JSON did not parse:\n%s\n", json);
-		pr_dump("python status check", &py);
-	}
-	pr_free(&py);
-	return ok;
-}
-
 /* Run `task list --json` and return python's per-task lines (malloc'd). */
 static char *list_json(const td_daemon *d)
 {
@@ -688,7 +646,7 @@ static void test_status_under_load(void **state)
 	td_daemon *d = *state = td_create(&(td_options){ .stabilization_ms = 50 });
 	pthread_t loader, flapper;
 	load l = { .d = d };
-	status_totals prev = { 0 }, s;
+	pr_status prev = { 0 }, s;
 	pr_result r;
 
 	td_start(d);
@@ -705,7 +663,7 @@ static void test_status_under_load(void **state)
 	for (int i = 0; i < runs; i++) {
 		pr_ap(&r, "--config", d->conf_path, "status", "--json", NULL);
 		EXPECT_CODE(&r, 0, "ap status --json under load");
-		if (!parse_status(r.out, &s))
+		if (!pr_parse_status(r.out, &s))
 			fail_msg("run %d: ap status --json did not parse", i);
 		fprintf(stderr, "status run %d (%lld ms): total %ld, orphaned %ld, owned %ld, "
 			"%ld operators; the loader had created %ld\n",
@@ -755,7 +713,7 @@ static void test_status_under_load(void **state)
 	}
 	pr_ap(&r, "--config", d->conf_path, "status", "--json", NULL);
 	EXPECT_CODE(&r, 0, "ap status --json after the load");
-	assert_true(parse_status(r.out, &s));
+	assert_true(pr_parse_status(r.out, &s));
 	pr_free(&r);
 	assert_int_equal(s.total, total);
 	assert_int_equal(s.enabled, total);
@@ -782,7 +740,7 @@ static void test_status_under_load(void **state)
 	/* And with the daemon stopped, the same totals. */
 	pr_ap(&r, "--config", d->conf_path, "status", "--json", NULL);
 	EXPECT_CODE(&r, 0, "ap status --json, daemon stopped");
-	assert_true(parse_status(r.out, &s));
+	assert_true(pr_parse_status(r.out, &s));
 	pr_free(&r);
 	assert_int_equal(s.total, total);
 	d->passed = true;
