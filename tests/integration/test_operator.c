@@ -122,8 +122,8 @@ static char *read_file(const char *path)
 static void write_op_conf(const char *path, int port, const char *address, const char *key_file,
 			  const char *extra)
 {
-	char text[4096];
-	snprintf(text, sizeof text,
+	char text[16384];
+	int n = snprintf(text, sizeof text,
 		 "# written by tests/integration/test_operator.c\n"
 		 "aggregator = \"127.0.0.1:%d\";\n"
 		 "address = \"%s\";\n"
@@ -133,6 +133,7 @@ static void write_op_conf(const char *path, int port, const char *address, const
 		 "            reset_after_ms = 120000; };\n"
 		 "log = { level = \"debug\"; };\n%s",
 		 port, address, key_file, extra ? extra : "");
+	assert_true(n > 0 && (size_t)n < sizeof text);
 	write_file(path, text);
 }
 
