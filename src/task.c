@@ -1,6 +1,7 @@
 /* Tasks: the in-memory table, id and trigger rules, and the messages that
  * carry a task to an operator. See include/ap/task.h: the table has no lock
  * of its own because only the engine touches it, under the engine lock. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -40,22 +41,40 @@ bool ap_task_id_valid(const char *id)
 	return n > 0;
 }
 
+/* The last ULID made, so ids made in the same millisecond stay in creation
+ * order (the ULID spec's monotonic mode): the random part is incremented
+ * instead of drawn again. Guarded by ulid_lock (a leaf). */
+static pthread_mutex_t ulid_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t ulid_last_ms;
+static uint8_t ulid_last_rand[10];
+
 void ap_task_make_ulid(char out[27])
 {
 	/* ULID: 48-bit millisecond time then 80 random bits, in Crockford's
-	 * base32, lower-cased (SPEC 2b). Ids made in the same millisecond are
-	 * not ordered among themselves; nothing depends on that. */
+	 * base32, lower-cased (SPEC 2b). */
 	static const char alphabet[] = "0123456789abcdefghjkmnpqrstvwxyz";
 	uint8_t b[16];
 	uint64_t ms = (uint64_t)ap_clock_wall_ms();
+	pthread_mutex_lock(&ulid_lock);
+	if (ms <= ulid_last_ms) {
+		/* Same (or an earlier, if the clock stepped back) millisecond:
+		 * the last id plus one. */
+		ms = ulid_last_ms;
+		for (int i = 9; i >= 0 && ++ulid_last_rand[i] == 0; i--)
+			;
+	} else {
+		size_t got = 0;
+		while (got < 10) {
+			ssize_t r = getrandom(ulid_last_rand + got, 10 - got, 0);
+			if (r > 0)
+				got += (size_t)r;
+		}
+		ulid_last_ms = ms;
+	}
+	memcpy(b + 6, ulid_last_rand, 10);
+	pthread_mutex_unlock(&ulid_lock);
 	for (int i = 5; i >= 0; i--, ms >>= 8)
 		b[i] = (uint8_t)ms;
-	size_t got = 0;
-	while (got < 10) {
-		ssize_t r = getrandom(b + 6 + got, 10 - got, 0);
-		if (r > 0)
-			got += (size_t)r;
-	}
 	/* 128 bits -> 26 symbols of 5 bits, most significant first (the first
 	 * symbol holds only the top 3 bits). */
 	for (int i = 0; i < 26; i++) {
