@@ -903,8 +903,31 @@ static int check_includes(const char *file, const char *dir, int depth, char *er
 		return 0; /* libconfig reports unreadable files itself */
 	char line[4096];
 	int lineno = 0, rc = 0;
-	while (rc == 0 && fgets(line, sizeof line, fp)) {
+	for (;;) {
+		/* getline-like read that sees NUL bytes: fgets would hide them. */
+		size_t n = 0;
+		int c;
+		while ((c = fgetc(fp)) != EOF && c != '\n' && n < sizeof line - 1)
+			line[n++] = (char)c;
+		if (n == 0 && c == EOF)
+			break;
+		line[n] = '\0';
 		lineno++;
+		if (memchr(line, '\0', n)) {
+			snprintf(err, errlen, "%s:%d: NUL byte in a configuration file", file, lineno);
+			rc = AP_ECONFIG;
+			break;
+		}
+		if (c != '\n' && c != EOF) /* an over-long line: skip its rest */
+			while ((c = fgetc(fp)) != EOF && c != '\n')
+				if (c == 0) {
+					snprintf(err, errlen, "%s:%d: NUL byte in a configuration file",
+						 file, lineno);
+					rc = AP_ECONFIG;
+					break;
+				}
+		if (rc)
+			break;
 		const char *p = line + strspn(line, " \t");
 		if (strncmp(p, "@include", 8) != 0)
 			continue;
@@ -913,8 +936,15 @@ static int check_includes(const char *file, const char *dir, int depth, char *er
 		if (*p != '"')
 			continue;
 		const char *end = strchr(p + 1, '"');
-		if (!end)
-			continue;
+		const char *esc = strchr(p + 1, '\\');
+		if (!end || (esc && esc < end)) {
+			/* libconfig would unescape the name; we refuse rather than
+			 * guess what it would open. */
+			snprintf(err, errlen, "%s:%d: @include needs a plain quoted file name "
+				 "(no escapes)", file, lineno);
+			rc = AP_ECONFIG;
+			break;
+		}
 		char name[4096], full[8192];
 		snprintf(name, sizeof name, "%.*s", (int)(end - p - 1), p + 1);
 		if (name[0] == '/' || !dir)
@@ -934,6 +964,8 @@ static int check_includes(const char *file, const char *dir, int depth, char *er
 		} else {
 			rc = check_includes(full, dir, depth + 1, err, errlen);
 		}
+		if (rc)
+			break;
 	}
 	fclose(fp);
 	return rc;

@@ -569,6 +569,26 @@ static void test_include_directory(void **state)
 		 t->dir);
 	assert_string_equal(t->err, want);
 	ap_config_free(&cfg);
+
+	/* names with escapes are refused rather than guessed at */
+	write_file(t, "main.conf", "@include \"a\\\\b\"\n");
+	assert_int_equal(ap_config_load(&cfg, main_path, t->err, sizeof t->err), AP_ECONFIG);
+	snprintf(want, sizeof want, "%s:1: @include needs a plain quoted file name (no escapes)",
+		 main_path);
+	assert_string_equal(t->err, want);
+	ap_config_free(&cfg);
+
+	/* a NUL byte (the fuzzer hid an @include of "" behind one) */
+	FILE *fp = fopen(main_path, "wb");
+	assert_non_null(fp);
+	static const char nul_text[] = "listen = \"0.0.0.0:1\";\n@include \"\0x\"\n";
+	assert_int_equal(fwrite(nul_text, 1, sizeof nul_text - 1, fp), sizeof nul_text - 1);
+	fclose(fp);
+	assert_int_equal(ap_config_load(&cfg, main_path, t->err, sizeof t->err), AP_ECONFIG);
+	snprintf(want, sizeof want, "%s:2: NUL byte in a configuration file", main_path);
+	assert_string_equal(t->err, want);
+	check_aggregator_defaults(&cfg);
+	ap_config_free(&cfg);
 }
 
 /* ---- errors ---------------------------------------------------------------- */
