@@ -907,7 +907,7 @@ static int check_includes(const char *file, const char *dir, int depth, char *er
 		/* getline-like read that sees NUL bytes: fgets would hide them. */
 		size_t n = 0;
 		int c;
-		while ((c = fgetc(fp)) != EOF && c != '\n' && n < sizeof line - 1)
+		while ((c = getc_unlocked(fp)) != EOF && c != '\n' && n < sizeof line - 1)
 			line[n++] = (char)c;
 		if (n == 0 && c == EOF)
 			break;
@@ -919,7 +919,7 @@ static int check_includes(const char *file, const char *dir, int depth, char *er
 			break;
 		}
 		if (c != '\n' && c != EOF) /* an over-long line: skip its rest */
-			while ((c = fgetc(fp)) != EOF && c != '\n')
+			while ((c = getc_unlocked(fp)) != EOF && c != '\n')
 				if (c == 0) {
 					snprintf(err, errlen, "%s:%d: NUL byte in a configuration file",
 						 file, lineno);
