@@ -48,6 +48,7 @@ int ap_cmd_config(int argc, char **argv, const ap_cli_global *g);
 int ap_cmd_aggregator(int argc, char **argv, const ap_cli_global *g);
 int ap_cmd_keygen(int argc, char **argv, const ap_cli_global *g);
 int ap_cmd_status(int argc, char **argv, const ap_cli_global *g);
+int ap_cmd_stress(int argc, char **argv, const ap_cli_global *g);
 int ap_cmd_operator(int argc, char **argv, const ap_cli_global *g);
 int ap_cmd_task(int argc, char **argv, const ap_cli_global *g);
 
