@@ -100,7 +100,7 @@ task create --count 200 --block-interval 5 --id base > /dev/null || fail "initia
 for round in $(seq 1 "$rounds"); do
 	"$ap" --config "$dir/aggregator.conf" stress --target "127.0.0.1:$port" \
 		--admin "unix:$dir/admin.sock" --operators 50 --duration 30 --task-ops 20 \
-		--seed "$round" --no-progress --json > "$dir/stress.out" 2>&1 &
+		--tasks 50 --keep --seed "$round" --no-progress --json > "$dir/stress.out" 2>&1 &
 	stress=$!
 	create_loop &
 	creator=$!
@@ -117,7 +117,7 @@ for round in $(seq 1 "$rounds"); do
 	# Operators return: orphans must be reclaimed, every invariant must hold.
 	"$ap" --config "$dir/aggregator.conf" stress --target "127.0.0.1:$port" \
 		--admin "unix:$dir/admin.sock" --operators 20 --duration 2 --task-ops 0 \
-		--seed "$round" --no-progress --json > "$dir/check.out" 2>&1 ||
+		--tasks 0 --keep --seed "$round" --no-progress --json > "$dir/check.out" 2>&1 ||
 		{ cat "$dir/check.out"; fail "invariants do not hold once operators return"; }
 	echo "round $round/$rounds: recovery ${recovery} ms, $line, invariants OK"
 done
