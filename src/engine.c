@@ -99,6 +99,10 @@ static int ready_add_locked(ap_engine *e, ap_session *s)
 		if (!pl)
 			return AP_ENOMEM;
 		e->planned = pl;
+		uint32_t *ld = realloc(e->loads, cap * sizeof *ld);
+		if (!ld)
+			return AP_ENOMEM;
+		e->loads = ld;
 		e->cap_ready = cap;
 	}
 	memmove(e->ready + i + 1, e->ready + i, (e->n_ready - i) * sizeof *e->ready);
@@ -106,6 +110,7 @@ static int ready_add_locked(ap_engine *e, ap_session *s)
 	e->n_ready++;
 	if (e->n_ready)
 		memset(e->planned, 0, e->n_ready * sizeof *e->planned);
+	e->loads_valid = false;
 	return 0;
 }
 
@@ -120,12 +125,24 @@ void engine_ready_remove_locked(ap_engine *e, const char *address)
 	e->n_ready--;
 	if (e->n_ready)
 		memset(e->planned, 0, e->n_ready * sizeof *e->planned);
+	e->loads_valid = false;
 }
 
 /* ---- assignment choice ---------------------------------------------- */
 
+void engine_loads_invalidate(ap_engine *e)
+{
+	e->loads_valid = false;
+}
+
 ap_session *engine_choose_locked(ap_engine *e, const ap_task *t)
 {
+	if (!e->loads_valid) {
+		for (size_t i = 0; i < e->n_ready; i++)
+			e->loads[i] = ap_assign_owned_count_locked(e->assign,
+								   ap_session_address(e->ready[i]));
+		e->loads_valid = true;
+	}
 	/* Least-loaded among eligible ready operators in address order; ties go
 	 * round-robin: to the first tied operator after the last one chosen.
 	 * The load counts what a pass has planned but not yet committed
@@ -137,8 +154,7 @@ ap_session *engine_choose_locked(ap_engine *e, const ap_task *t)
 		if (!ap_session_can_run(s, t->trigger_type, t->chain_id))
 			continue;
 		const char *a = ap_session_address(s);
-		uint64_t load = (uint64_t)ap_assign_owned_count_locked(e->assign, a) +
-				e->planned[i];
+		uint64_t load = (uint64_t)e->loads[i] + e->planned[i];
 		if (load < best_load) {
 			best_load = load;
 			best = (ssize_t)i;
@@ -269,6 +285,7 @@ int engine_commit_locked(ap_engine *e, ap_plan *p)
 	p->n = 0;
 	if (e->n_ready)
 		memset(e->planned, 0, e->n_ready * sizeof *e->planned);
+	e->loads_valid = false;
 	return rc;
 }
 

@@ -56,6 +56,35 @@ static int check_new(const Aggregator__NewTask *nt, size_t i, char *err, size_t 
 	return 0;
 }
 
+static int cmp_id(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Sets *dup to the first id of the batch that exists already or appears
+ * twice in it (NULL when none). Sorting a copy keeps this O(n log n) (a
+ * pairwise check was n^2/2 strcmp calls: 50 million for a batch of 10,000).
+ * 0 or AP_ENOMEM. Engine lock held. */
+static int find_duplicate(ap_engine *e, char **ids, size_t n, const char **dup)
+{
+	*dup = NULL;
+	for (size_t i = 0; i < n; i++)
+		if (ap_task_find(e->tasks, ids[i])) {
+			*dup = ids[i];
+			return 0;
+		}
+	char **sorted = malloc(n * sizeof *sorted);
+	if (!sorted)
+		return AP_ENOMEM;
+	memcpy(sorted, ids, n * sizeof *sorted);
+	qsort(sorted, n, sizeof *sorted, cmp_id);
+	for (size_t i = 1; i < n && !*dup; i++)
+		if (strcmp(sorted[i - 1], sorted[i]) == 0)
+			*dup = sorted[i];
+	free(sorted);
+	return 0;
+}
+
 int ap_engine_create_tasks(ap_engine *e, Aggregator__NewTask *const *tasks, size_t n,
 			   char ***ids_out, char *err, size_t errlen)
 {
@@ -85,15 +114,14 @@ int ap_engine_create_tasks(ap_engine *e, Aggregator__NewTask *const *tasks, size
 	}
 
 	pthread_mutex_lock(&e->lock);
-	for (size_t i = 0; i < n; i++) {
-		bool dup = ap_task_find(e->tasks, ids[i]) != NULL;
-		for (size_t j = 0; j < i && !dup; j++)
-			dup = strcmp(ids[i], ids[j]) == 0;
-		if (dup) {
-			snprintf(err, errlen, "task %s already exists", ids[i]);
-			rc = AP_EEXIST;
-			goto out_unlock;
-		}
+	const char *dup;
+	rc = find_duplicate(e, ids, n, &dup);
+	if (rc)
+		goto out_unlock;
+	if (dup) {
+		snprintf(err, errlen, "task %s already exists", dup);
+		rc = AP_EEXIST;
+		goto out_unlock;
 	}
 	create_ctx c = { records, n };
 	rc = ap_store_run(e->store, AP_TXN_SYNC, put_records, &c);
@@ -175,6 +203,7 @@ int engine_set_status_locked(ap_engine *e, ap_task *t, ap_task_status st, ap_op 
 	ap_task_set_status(e->tasks, t, st);
 	if (was_assignable && !ap_task_assignable(t)) {
 		ap_assign_untrack(e->assign, t->id);
+		engine_loads_invalidate(e);
 		engine_push_locked(e, owner, t, op);
 	} else if (!was_assignable && ap_task_assignable(t)) {
 		ap_plan plan = { 0 };
@@ -223,8 +252,10 @@ int ap_engine_delete_task(ap_engine *e, const char *id)
 	rc = ap_store_run(e->store, AP_TXN_SYNC, write_status, &c);
 	if (rc)
 		goto out;
-	if (tracked)
+	if (tracked) {
 		ap_assign_untrack(e->assign, id);
+		engine_loads_invalidate(e);
+	}
 	engine_push_locked(e, owner, t, AP_OP_DELETE);
 	ap_task_remove(e->tasks, t);
 	AP_INFO("🗑️ Task deleted", AP_F_STR("task_id", id));

@@ -59,6 +59,12 @@ struct ap_engine {
 	ap_task_table *tasks;
 	ap_session **ready; /* ready sessions (references), by address */
 	uint32_t *planned;  /* per ready session: changes planned, not committed */
+	/* Per ready session: its owned-task count when loads_valid. Filled by
+	 * the first choice of a pass (one hash lookup per operator instead of
+	 * one per operator per task); invalidated by every change of owners
+	 * (engine_loads_invalidate) and of the ready list. */
+	uint32_t *loads;
+	bool loads_valid;
 	size_t n_ready, cap_ready;
 	char rr_last[AP_ADDRESS_LEN + 1]; /* round-robin tie cursor */
 	bool grace_active;
@@ -86,6 +92,8 @@ int engine_place_locked(ap_engine *e, ap_plan *p, const ap_task *t, const char *
 /* Persist `p` (in chunks), apply it to the map, push the tasks to their new
  * owners and log each change. The plan is emptied. */
 int engine_commit_locked(ap_engine *e, ap_plan *p);
+/* Forget the cached owned counts (after any change of owners). */
+void engine_loads_invalidate(ap_engine *e);
 /* The ready session of an address (borrowed) or NULL. */
 ap_session *engine_ready_find_locked(ap_engine *e, const char *address);
 /* Push one message about t to the current session of `owner` if any. */

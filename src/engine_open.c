@@ -265,6 +265,7 @@ void ap_engine_close(ap_engine *e)
 		ap_session_unref(e->ready[i]);
 	free(e->ready);
 	free(e->planned);
+	free(e->loads);
 	ap_registry_close(e->reg);
 	ap_assign_close(e->assign);
 	ap_task_table_close(e->tasks);
