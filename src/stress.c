@@ -113,6 +113,7 @@ static void sample(st_run *R, ap_stress_proc *p)
 	if (R->pid > 0 && ap_stress_proc_sample(R->pid, p) != 0)
 		st_run_violation(R, AP_STRESS_INV_DAEMON, "daemon %d cannot be sampled (gone?)",
 				 (int)R->pid);
+	p->client_conns = st_own_connections(R->target);
 }
 
 static void progress(st_run *R, int64_t t0, uint64_t *last_reconnects, bool final)
@@ -189,8 +190,8 @@ static void wait_resources(st_run *R, const ap_stress_proc *base, ap_stress_proc
 					 "daemon %d cannot be sampled (gone?)", (int)R->pid);
 			return;
 		}
-		if ((out->threads <= base->threads + R->o->thread_slack &&
-		     out->fds <= base->fds + R->o->fd_slack) ||
+		out->client_conns = st_own_connections(R->target);
+		if (ap_stress_resources_within(base, out, R->o->thread_slack, R->o->fd_slack) ||
 		    ap_clock_mono_ms() > deadline || interrupted)
 			return;
 		st_sleep_ms(50);

@@ -259,6 +259,13 @@ int ap_stress_check(const ap_stress_view *v, ap_stress_verdict *out)
 	return rc;
 }
 
+bool ap_stress_resources_within(const ap_stress_proc *base, const ap_stress_proc *end,
+				int thread_slack, int fd_slack)
+{
+	return end->threads <= base->threads + thread_slack &&
+	       end->fds - end->client_conns <= base->fds - base->client_conns + fd_slack;
+}
+
 void ap_stress_check_resources(const char *what, const ap_stress_proc *base,
 			       const ap_stress_proc *end, int thread_slack,
 			       int fd_slack, int64_t rss_slack_kb,
@@ -271,10 +278,11 @@ void ap_stress_check_resources(const char *what, const ap_stress_proc *base,
 		ap_stress_violation(out, AP_STRESS_INV_RESOURCES,
 			"%s: %d threads, baseline %d + %d allowed", what,
 			end->threads, base->threads, thread_slack);
-	if (end->fds > base->fds + fd_slack)
+	if (end->fds - end->client_conns > base->fds - base->client_conns + fd_slack)
 		ap_stress_violation(out, AP_STRESS_INV_RESOURCES,
-			"%s: %d open fds, baseline %d + %d allowed", what,
-			end->fds, base->fds, fd_slack);
+			"%s: %d open fds (%d connections of ours), baseline %d (%d) + %d allowed",
+			what, end->fds, end->client_conns, base->fds, base->client_conns,
+			fd_slack);
 	if (rss_slack_kb >= 0 && end->rss_kb > base->rss_kb + rss_slack_kb)
 		ap_stress_violation(out, AP_STRESS_INV_RESOURCES,
 			"%s: RSS %lld kB, baseline %lld + %lld kB allowed", what,

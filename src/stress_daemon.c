@@ -301,3 +301,83 @@ int ap_stress_proc_sample(pid_t pid, ap_stress_proc *out)
 	}
 	return out->threads >= 0 ? 0 : AP_EIO;
 }
+
+/* The inodes of this process's sockets, sorted. */
+static size_t own_socket_inodes(unsigned long **out)
+{
+	size_t n = 0, cap = 0;
+	unsigned long *v = NULL;
+	DIR *dir = opendir("/proc/self/fd");
+	struct dirent *e;
+	*out = NULL;
+	if (!dir)
+		return 0;
+	while ((e = readdir(dir)) != NULL) {
+		char path[64], link[64];
+		unsigned long inode;
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof path, "/proc/self/fd/%.32s", e->d_name);
+		ssize_t len = readlink(path, link, sizeof link - 1);
+		if (len <= 0)
+			continue;
+		link[len] = '\0';
+		if (sscanf(link, "socket:[%lu]", &inode) != 1)
+			continue;
+		if (n == cap) {
+			size_t ncap = cap ? cap * 2 : 256;
+			unsigned long *p = realloc(v, ncap * sizeof *p);
+			if (!p)
+				break;
+			v = p;
+			cap = ncap;
+		}
+		v[n++] = inode;
+	}
+	closedir(dir);
+	*out = v;
+	return n;
+}
+
+static bool has_inode(const unsigned long *v, size_t n, unsigned long inode)
+{
+	for (size_t i = 0; i < n; i++)
+		if (v[i] == inode)
+			return true;
+	return false;
+}
+
+int st_own_connections(const char *target)
+{
+	const char *colon = target ? strrchr(target, ':') : NULL;
+	int port = colon ? atoi(colon + 1) : 0;
+	int count = 0;
+	if (port <= 0 || strncmp(target, "unix:", 5) == 0)
+		return 0;
+	unsigned long *inodes;
+	size_t n = own_socket_inodes(&inodes);
+	const char *tables[] = { "/proc/self/net/tcp", "/proc/self/net/tcp6" };
+	for (int t = 0; t < 2 && n; t++) {
+		FILE *f = fopen(tables[t], "r");
+		char line[512];
+		if (!f)
+			continue;
+		while (fgets(line, sizeof line, f)) {
+			char rem[64];
+			unsigned state, rport;
+			unsigned long inode;
+			/* sl local rem st tx:rx tr:when retrnsmt uid timeout inode */
+			if (sscanf(line, " %*s %*s %63s %x %*s %*s %*s %*u %*u %lu", rem, &state,
+				   &inode) != 3)
+				continue;
+			const char *c = strrchr(rem, ':');
+			if (!c || sscanf(c + 1, "%x", &rport) != 1 || (int)rport != port)
+				continue;
+			if (state != 0x06 /* TIME_WAIT */ && inode && has_inode(inodes, n, inode))
+				count++;
+		}
+		fclose(f);
+	}
+	free(inodes);
+	return count;
+}

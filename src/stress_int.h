@@ -43,6 +43,12 @@ int st_daemon_stop(st_daemon *d, int64_t timeout_ms);
 void st_daemon_destroy(st_daemon *d, bool keep);
 /* Print the last `lines` lines of the daemon's log to stderr. */
 void st_daemon_log_tail(const st_daemon *d, int lines);
+/* The TCP connections this process holds to target's port (the port after
+ * the last ':'; 0 for a unix target or when /proc cannot tell): sockets
+ * of ours in /proc/self/net/tcp{,6} whose remote port it is, any state
+ * but TIME_WAIT, so fds the daemon keeps for our connections are not
+ * counted against it. */
+int st_own_connections(const char *target);
 
 /* ---- the simulated operators (stress_op.c) --------------------------------- */
 

@@ -49,7 +49,8 @@ static void latency_row(FILE *f, const char *label, const ap_stress_latency *l)
 
 static void proc_row(FILE *f, const char *label, const ap_stress_proc *p)
 {
-	fprintf(f, "    %-22s %7d %8d %8.1f\n", label, p->threads, p->fds, (double)p->rss_kb / 1024.0);
+	fprintf(f, "    %-22s %7d %8d %8.1f %8d\n", label, p->threads, p->fds,
+		(double)p->rss_kb / 1024.0, p->client_conns);
 }
 
 int ap_stress_print_table(FILE *f, const ap_stress_report *r)
@@ -88,8 +89,8 @@ int ap_stress_print_table(FILE *f, const ap_stress_report *r)
 	fprintf(f, "  %-24s %.2f s; %zu tasks, %zu enabled, %zu owned\n", "settled in",
 		r->settle_s, r->final_tasks, r->final_enabled, r->final_owned);
 	if (r->have_daemon) {
-		fprintf(f, "  daemon%21s %7s %8s %8s   (cpu %.1f s in the storm)\n", "",
-			"threads", "fds", "RSS MB", (double)r->daemon_cpu_ms / 1000.0);
+		fprintf(f, "  daemon%21s %7s %8s %8s %8s  (cpu %.1f s in the storm)\n", "",
+			"threads", "fds", "RSS MB", "ours", (double)r->daemon_cpu_ms / 1000.0);
 		proc_row(f, "before connecting", &r->before_connect);
 		proc_row(f, "connected, before", &r->connected_before);
 		proc_row(f, "connected, after", &r->connected_after);
@@ -148,8 +149,8 @@ static void json_latency(FILE *f, const char *key, const ap_stress_latency *l)
 
 static void json_proc(FILE *f, const char *key, const ap_stress_proc *p)
 {
-	fprintf(f, "\"%s\":{\"threads\":%d,\"fds\":%d,\"rss_kb\":%lld}", key, p->threads,
-		p->fds, (long long)p->rss_kb);
+	fprintf(f, "\"%s\":{\"threads\":%d,\"fds\":%d,\"rss_kb\":%lld,\"client_conns\":%d}",
+		key, p->threads, p->fds, (long long)p->rss_kb, p->client_conns);
 }
 
 #define U(x) ((unsigned long long)(x))

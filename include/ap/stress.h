@@ -166,20 +166,28 @@ typedef struct ap_stress_view {
 int ap_stress_check(const ap_stress_view *v, ap_stress_verdict *out);
 
 /* A sample of a process: /proc/PID/status Threads and VmRSS, and the
- * entries of /proc/PID/fd; cpu_ms is utime + stime of /proc/PID/stat. */
+ * entries of /proc/PID/fd; cpu_ms is utime + stime of /proc/PID/stat.
+ * client_conns is filled by the harness: the TCP connections it holds to
+ * the daemon's port at that moment, each of which is an fd of the daemon
+ * too (ap_stress_proc_sample leaves it 0). */
 typedef struct ap_stress_proc {
 	int threads;
 	int fds;
 	int64_t rss_kb;
 	int64_t cpu_ms;
+	int client_conns;
 } ap_stress_proc;
 /* 0, or AP_ENOTFOUND (no such process) / AP_EIO (unreadable). */
 int ap_stress_proc_sample(pid_t pid, ap_stress_proc *out);
 
 /* The resource rule, for two comparable states (the same number of live
- * sessions): end.threads <= base.threads + thread_slack, end.fds <=
- * base.fds + fd_slack, and (rss_slack_kb >= 0) end.rss_kb <= base.rss_kb
- * + rss_slack_kb. `what` names the pair in messages. */
+ * sessions): end.threads <= base.threads + thread_slack, end.fds -
+ * end.client_conns <= base.fds - base.client_conns + fd_slack (the
+ * daemon's fds apart from the connections the harness holds), and
+ * (rss_slack_kb >= 0) end.rss_kb <= base.rss_kb + rss_slack_kb. `what`
+ * names the pair in messages. */
+bool ap_stress_resources_within(const ap_stress_proc *base, const ap_stress_proc *end,
+				int thread_slack, int fd_slack);
 void ap_stress_check_resources(const char *what, const ap_stress_proc *base,
 			       const ap_stress_proc *end, int thread_slack,
 			       int fd_slack, int64_t rss_slack_kb,

@@ -215,16 +215,24 @@ static void test_resources(void **state)
 {
 	(void)state;
 	ap_stress_verdict v;
-	ap_stress_proc base = { 10, 20, 1000, 0 };
-	ap_stress_proc ok = { 12, 25, 1500, 0 };
-	ap_stress_proc bad = { 13, 29, 1501, 0 };
+	ap_stress_proc base = { 10, 20, 1000, 0, 0 };
+	ap_stress_proc ok = { 12, 25, 1500, 0, 0 };
+	ap_stress_proc bad = { 13, 29, 1501, 0, 0 };
+	/* 30 more fds, but 25 of them are connections the harness holds. */
+	ap_stress_proc held = { 12, 50, 1000, 0, 25 };
 
 	ap_stress_verdict_init(&v);
 	ap_stress_check_resources("ok", &base, &ok, 2, 8, 500, &v);
 	assert_true(v.r[AP_STRESS_INV_RESOURCES].checked);
 	assert_int_equal(ap_stress_violations(&v), 0);
+	ap_stress_check_resources("held", &base, &held, 2, 8, 500, &v);
+	assert_int_equal(ap_stress_violations(&v), 0);
+	assert_true(ap_stress_resources_within(&base, &held, 2, 8));
+	held.client_conns = 21; /* 29 of the daemon's own: one too many */
+	assert_false(ap_stress_resources_within(&base, &held, 2, 8));
 	ap_stress_check_resources("bad", &base, &bad, 2, 8, 500, &v);
 	assert_int_equal(v.r[AP_STRESS_INV_RESOURCES].violations, 3);
+	assert_false(ap_stress_resources_within(&base, &bad, 2, 8));
 	ap_stress_verdict_init(&v);
 	ap_stress_check_resources("rss off", &base, &bad, 3, 9, -1, &v);
 	assert_int_equal(ap_stress_violations(&v), 0);
