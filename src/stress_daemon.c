@@ -5,9 +5,11 @@
  * DIR/aggregator.conf aggregator --port-file DIR/port`, fork + exec (the
  * notes: harmless next to gRPC, unlike a fork that goes on using it), with
  * PR_SET_PDEATHSIG so that a harness that dies takes its daemon along. Its
- * log goes to DIR/daemon.log at level warn by default: a storm makes
- * thousands of connects a second, and info lines for each would cost the
- * daemon more than the storm. */
+ * log goes to DIR/daemon.log at level warn by default (the environment
+ * variable AP_STRESS_DAEMON_LOG_LEVEL, e.g. "debug", overrides it when a
+ * failure needs the whole story): a storm makes hundreds of connects a
+ * second, and info lines for each would cost the daemon more than the
+ * storm. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
