@@ -141,6 +141,11 @@ ap_session *engine_choose_locked(ap_engine *e, const ap_task *t)
 		for (size_t i = 0; i < e->n_ready; i++)
 			e->loads[i] = ap_assign_owned_count_locked(e->assign,
 								   ap_session_address(e->ready[i]));
+		/* The tie cursor as an index: the first ready slot after the
+		 * last operator chosen (ready is in address order). */
+		bool found;
+		size_t pos = ready_pos_locked(e, e->rr_last, &found);
+		e->rr_after = found ? pos + 1 : pos;
 		e->loads_valid = true;
 	}
 	/* Least-loaded among eligible ready operators in address order; ties go
@@ -153,13 +158,12 @@ ap_session *engine_choose_locked(ap_engine *e, const ap_task *t)
 		ap_session *s = e->ready[i];
 		if (!ap_session_can_run(s, t->trigger_type, t->chain_id))
 			continue;
-		const char *a = ap_session_address(s);
 		uint64_t load = (uint64_t)e->loads[i] + e->planned[i];
 		if (load < best_load) {
 			best_load = load;
 			best = (ssize_t)i;
 		}
-		if (strcmp(a, e->rr_last) > 0 && load < best_after_load) {
+		if (i >= e->rr_after && load < best_after_load) {
 			best_after_load = load;
 			best_after = (ssize_t)i;
 		}
@@ -169,6 +173,7 @@ ap_session *engine_choose_locked(ap_engine *e, const ap_task *t)
 		return NULL;
 	e->planned[pick]++;
 	snprintf(e->rr_last, sizeof e->rr_last, "%s", ap_session_address(e->ready[pick]));
+	e->rr_after = (size_t)pick + 1;
 	return e->ready[pick];
 }
 
@@ -250,6 +255,10 @@ static const char *why_log(ap_assign_why why)
 int engine_commit_locked(ap_engine *e, ap_plan *p)
 {
 	int rc = 0;
+	/* Pushes of a commit wake each transport once, at the end, rather than
+	 * once per task (bench/README.md: dissemination). */
+	for (size_t i = 0; i < e->n_ready; i++)
+		ap_session_hold_wake(e->ready[i]);
 	int64_t now = ap_clock_wall_ms();
 	for (size_t off = 0; off < p->n && rc == 0; off += PLAN_CHUNK) {
 		chunk_arg c = { p->v + off, p->n - off < PLAN_CHUNK ? p->n - off : PLAN_CHUNK, now };
@@ -286,6 +295,8 @@ int engine_commit_locked(ap_engine *e, ap_plan *p)
 	if (e->n_ready)
 		memset(e->planned, 0, e->n_ready * sizeof *e->planned);
 	e->loads_valid = false;
+	for (size_t i = 0; i < e->n_ready; i++)
+		ap_session_release_wake(e->ready[i]);
 	return rc;
 }
 

@@ -67,6 +67,7 @@ struct ap_engine {
 	bool loads_valid;
 	size_t n_ready, cap_ready;
 	char rr_last[AP_ADDRESS_LEN + 1]; /* round-robin tie cursor */
+	size_t rr_after; /* first ready slot after rr_last (valid with loads) */
 	bool grace_active;
 	bool stopping;
 	bool started;

@@ -39,6 +39,7 @@ struct ap_session {
 	size_t synced;
 	void (*wake)(void *arg);
 	void *wake_arg;
+	unsigned wake_holds; /* > 0: pushes do not wake (ap_session_hold_wake) */
 	uint64_t sent_ok, sent_failed;
 	int64_t first_task_ns;
 };
@@ -221,7 +222,7 @@ int ap_session_push(ap_session *s, ap_op op, const char *task_id,
 	s->tail = m;
 	s->queued++;
 	pthread_cond_signal(&s->cond);
-	if (s->wake && was_empty)
+	if (s->wake && was_empty && s->wake_holds == 0)
 		s->wake(s->wake_arg);
 	pthread_mutex_unlock(&s->lock);
 	return 0;
@@ -298,6 +299,22 @@ void ap_session_set_wake(ap_session *s, void (*wake)(void *arg), void *arg)
 	pthread_mutex_lock(&s->lock);
 	s->wake = wake;
 	s->wake_arg = arg;
+	pthread_mutex_unlock(&s->lock);
+}
+
+void ap_session_hold_wake(ap_session *s)
+{
+	pthread_mutex_lock(&s->lock);
+	s->wake_holds++;
+	pthread_mutex_unlock(&s->lock);
+}
+
+void ap_session_release_wake(ap_session *s)
+{
+	pthread_mutex_lock(&s->lock);
+	AP_ASSERT(s->wake_holds > 0);
+	if (--s->wake_holds == 0 && s->head && s->wake)
+		s->wake(s->wake_arg);
 	pthread_mutex_unlock(&s->lock);
 }
 

@@ -104,6 +104,11 @@ void ap_session_sent(ap_session *s, ap_outmsg *msg, bool ok);
  * clears it. */
 void ap_session_set_wake(ap_session *s, void (*wake)(void *arg), void *arg);
 
+/* Hold the wake hook while a batch of pushes is queued; release calls it
+ * once if the outbox is not empty. Holds nest. Thread-safe. */
+void ap_session_hold_wake(ap_session *s);
+void ap_session_release_wake(ap_session *s);
+
 bool ap_session_is_synced(ap_session *s, const char *task_id);
 /* True when the task id was sent to this session (queued or synced): what
  * Ack answers. */
