@@ -4,6 +4,7 @@
  *   bench/bench_grpc [--latency N] [--cycles N] [--messages N]
  *                    [--failover N] [--tasks N] [--operators N]
  *                    [--batch N] [--idle N,N,...] [--only LIST]
+ *                    [--storm-seconds N] [--storm-rate N] [--storm-operators N]
  *                    [--samples DIR] [--ap PATH] [--raw-server PATH]
  *
  * It starts bench/raw_server (the baseline: gRPC core, one thread per
@@ -33,6 +34,11 @@
  *   memory         RSS, threads and fds of the server with 1,000, 5,000 and
  *                  10,000 idle streams (operators), each on its own
  *                  connection, driven from a few threads here.
+ *   storm          `ap stress --spawn --json` (its own daemon, 200 operators
+ *                  flapping every 5-20 ms, at most --storm-rate actions/s,
+ *                  stabilization_ms 0) for --storm-seconds, beside the raw
+ *                  connect-stream-close rate with 16 in flight measured just
+ *                  before: reconnects/s and the invariants it checks.
  *
  * Then a summary with the ratios and the issue's targets, each printed PASS
  * or MISS with its figure: never a timed assertion (make check does not run
@@ -85,6 +91,7 @@ static struct {
 	int failover;       /* failover rounds */
 	int tasks, operators, batch; /* dissemination */
 	int idle[MAX_IDLE_STEPS];
+	int storm_seconds, storm_rate, storm_operators;
 	int n_idle;
 	char only[256];
 	const char *samples_dir;
@@ -101,6 +108,9 @@ static struct {
 	.batch = 10000,
 	.idle = { 1000, 5000, 10000 },
 	.n_idle = 3,
+	.storm_seconds = 70,
+	.storm_rate = 3000,
+	.storm_operators = 200,
 };
 
 typedef struct lat {
@@ -123,6 +133,11 @@ static struct {
 	int ap_dissem_min, ap_dissem_max;
 	mem raw_base, ap_base, raw_mem[MAX_IDLE_STEPS], ap_mem[MAX_IDLE_STEPS];
 	bool have_cycles, have_msgs, have_dissem;
+	/* storm */
+	bool have_storm, storm_passed;
+	double storm_raw_cycles, storm_rate, storm_s;
+	unsigned long long storm_reconnects, storm_violations;
+	char storm_failed[512]; /* names of the invariants that failed */
 } R;
 
 static bool section(const char *name)
@@ -1085,6 +1100,114 @@ static void run_memory(void)
 	server_stop(&s);
 }
 
+/* ---- storm: ap stress ----------------------------------------------------- */
+
+/* The number after "KEY": in a JSON text (the first occurrence from p). */
+static bool json_number(const char *p, const char *key, double *out)
+{
+	char pat[96];
+	snprintf(pat, sizeof pat, "\"%s\":", key);
+	const char *at = strstr(p, pat);
+	if (!at)
+		return false;
+	*out = strtod(at + strlen(pat), NULL);
+	return true;
+}
+
+static void run_storm(void)
+{
+	server raw;
+	char dir[64], out_path[PATH_MAX], log_path[PATH_MAX];
+	char seconds[16], rate[16], operators[16];
+
+	printf("\n== storm: ap stress, %d operators, %d s, at most %d actions/s ==\n",
+	       opt.storm_operators, opt.storm_seconds, opt.storm_rate);
+	raw_start(&raw);
+	R.storm_raw_cycles = raw_cycles(raw.target, opt.cycles * 2, 16);
+	server_stop(&raw);
+	if (R.storm_raw_cycles < 0)
+		die("raw cycles failed");
+	printf("  %-58s %9.0f cycles/s\n", "raw connect-stream-close, 16 in flight", R.storm_raw_cycles);
+
+	make_tempdir(dir, sizeof dir, "storm");
+	snprintf(out_path, sizeof out_path, "%s/stress.json", dir);
+	snprintf(log_path, sizeof log_path, "%s/stress.log", dir);
+	snprintf(seconds, sizeof seconds, "%d", opt.storm_seconds);
+	snprintf(rate, sizeof rate, "%d", opt.storm_rate);
+	snprintf(operators, sizeof operators, "%d", opt.storm_operators);
+	int fd = open(out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		die("cannot write %s", out_path);
+	char *argv[] = { opt.ap_path, "stress", "--spawn", "--ap", opt.ap_path,
+			 "--operators", operators, "--duration", seconds,
+			 "--stabilization-ms", "0", "--hold-min-ms", "5", "--hold-max-ms", "20",
+			 "--max-rate", rate, "--json", "--no-progress", NULL };
+	pid_t pid = spawn(argv, log_path, fd);
+	close(fd);
+	int status;
+	int64_t deadline = ap_clock_mono_ms() + (opt.storm_seconds + 600) * 1000LL;
+	while (waitpid(pid, &status, WNOHANG) != pid) {
+		if (ap_clock_mono_ms() > deadline) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &status, 0);
+			untrack_child(pid);
+			die("ap stress did not finish (output in %s)", dir);
+		}
+		sleep_ms(100);
+	}
+	untrack_child(pid);
+
+	FILE *f = fopen(out_path, "r");
+	static char json[1 << 20];
+	size_t n = f ? fread(json, 1, sizeof json - 1, f) : 0;
+	if (f)
+		fclose(f);
+	json[n] = '\0';
+	double reconnects, per_s, storm_s;
+	if (!json_number(json, "reconnects", &reconnects) ||
+	    !json_number(json, "reconnects_per_s", &per_s) ||
+	    !json_number(json, "storm_s", &storm_s))
+		die("ap stress gave no report (exit status %d; see %s)",
+		    WIFEXITED(status) ? WEXITSTATUS(status) : -1, dir);
+	/* The total is the last "violations" (after the invariants). */
+	const char *last = NULL;
+	for (const char *p = json; (p = strstr(p, "\"violations\":")) != NULL; p++)
+		last = p;
+	R.storm_violations = last ? strtoull(last + 13, NULL, 10) : 1;
+	R.storm_passed = strstr(json, "\"passed\":true") != NULL &&
+			 WIFEXITED(status) && WEXITSTATUS(status) == 0;
+	/* Which invariants failed: "NAME":{"checked":true,"items":N,"violations":V */
+	R.storm_failed[0] = '\0';
+	const char *inv = strstr(json, "\"invariants\":{");
+	for (const char *p = inv; p && (p = strstr(p, "\":{\"checked\":")) != NULL; p++) {
+		const char *name = p;
+		while (name > inv && name[-1] != '"')
+			name--;
+		double v = 0;
+		if (json_number(p, "violations", &v) && v > 0) {
+			size_t len = strlen(R.storm_failed);
+			snprintf(R.storm_failed + len, sizeof R.storm_failed - len, "%s%.*s=%.0f",
+				 len ? ", " : "", (int)(p - name), name, v);
+		}
+	}
+	R.storm_reconnects = (unsigned long long)reconnects;
+	R.storm_rate = per_s;
+	R.storm_s = storm_s;
+	R.have_storm = true;
+	printf("  %-58s %9.0f reconnects/s (%llu in %.1f s)\n", "ap stress", per_s,
+	       R.storm_reconnects, storm_s);
+	printf("  %-58s %s, %llu violations%s%s\n", "invariants",
+	       R.storm_passed ? "all hold" : "FAILED", R.storm_violations,
+	       R.storm_failed[0] ? ": " : "", R.storm_failed);
+	if (R.storm_passed) {
+		rmtree(dir);
+		untrack_dir(dir);
+	} else {
+		untrack_dir(dir); /* kept for a look */
+		printf("  report and log kept in %s\n", dir);
+	}
+}
+
 /* ---- summary ----------------------------------------------------------- */
 
 static void verdict(bool pass, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -1117,6 +1240,10 @@ static void summary(void)
 		printf("  %-46s p50 %6.3f / %6.3f ms = %5.2fx   (client library vs raw client)\n",
 		       "raw server, ap library / raw client", R.raw_lib.p50, R.raw_same.p50,
 		       R.raw_lib.p50 / R.raw_same.p50);
+	if (R.have_storm)
+		printf("  %-46s %9.0f reconnects/s / %9.0f cycles/s = %5.2fx\n",
+		       "storm / raw cycles (16 in flight)", R.storm_rate, R.storm_raw_cycles,
+		       R.storm_rate / R.storm_raw_cycles);
 	if (R.have_dissem && R.have_msgs)
 		printf("  %-46s %9.0f tasks/s / %9.0f msg/s = %5.2fx\n",
 		       "dissemination / raw 100-stream messages", R.ap_dissem, R.raw_msgs_100,
@@ -1146,9 +1273,13 @@ static void summary(void)
 		verdict(R.ap_fail_kill.p99 < 50, "failover (process SIGKILLed) p99 %.3f ms < 50 ms",
 			R.ap_fail_kill.p99);
 	}
-	if (R.have_cycles)
-		printf("  ----  storm: ap stress reconnects/s >= 0.5 x raw cycles/s (raw: %.0f sequential, %.0f with 16 in flight): run by ap stress, see bench/README.md\n",
-		       R.raw_cycles_1, R.raw_cycles_16);
+	if (R.have_storm)
+		verdict(R.storm_passed && R.storm_violations == 0 && R.storm_reconnects >= 100000 &&
+			R.storm_rate >= 0.5 * R.storm_raw_cycles,
+			"storm %.0f reconnects/s >= 0.5 x raw %.0f cycles/s = %.0f, %llu reconnects "
+			">= 100,000, %llu violations",
+			R.storm_rate, R.storm_raw_cycles, 0.5 * R.storm_raw_cycles,
+			R.storm_reconnects, R.storm_violations);
 	if (R.have_dissem)
 		verdict(R.ap_dissem >= 50000, "dissemination %.0f tasks/s >= 50,000 tasks/s (write_nosync)",
 			R.ap_dissem);
@@ -1166,7 +1297,8 @@ static void usage(void)
 	fprintf(stderr,
 		"usage: bench_grpc [--latency N] [--cycles N] [--messages N] [--failover N]\n"
 		"                  [--tasks N] [--operators N] [--batch N] [--idle N,N,...]\n"
-		"                  [--only latency,cycles,messages,failover,dissemination,memory]\n"
+		"                  [--only latency,cycles,messages,failover,dissemination,memory,storm]\n"
+		"                  [--storm-seconds N] [--storm-rate N] [--storm-operators N]\n"
 		"                  [--samples DIR] [--ap PATH] [--raw-server PATH]\n");
 	exit(2);
 }
@@ -1236,6 +1368,12 @@ int main(int argc, char **argv)
 			opt.tasks = int_arg(v);
 		else if (strcmp(a, "--operators") == 0)
 			opt.operators = int_arg(v);
+		else if (strcmp(a, "--storm-seconds") == 0)
+			opt.storm_seconds = int_arg(v);
+		else if (strcmp(a, "--storm-rate") == 0)
+			opt.storm_rate = int_arg(v);
+		else if (strcmp(a, "--storm-operators") == 0)
+			opt.storm_operators = int_arg(v);
 		else if (strcmp(a, "--batch") == 0)
 			opt.batch = int_arg(v);
 		else if (strcmp(a, "--only") == 0)
@@ -1277,6 +1415,8 @@ int main(int argc, char **argv)
 		run_dissemination();
 	if (section("memory"))
 		run_memory();
+	if (section("storm"))
+		run_storm();
 	summary();
 	printf("\nelapsed %.1f s\n", (ap_clock_mono_ms() - t0) / 1000.0);
 	ap_client_shutdown();
