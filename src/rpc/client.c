@@ -28,6 +28,7 @@
 
 #include "ap/pb.h"
 #include "ap/error.h"
+#include "ap/grpc_runtime.h"
 #include "client_int.h"
 
 /* The interface's status codes must be gRPC's. */
@@ -166,7 +167,7 @@ void ap_client_status_local(ap_rpc_status *st, int code, const char *details)
 
 void ap_client_init(void)
 {
-	grpc_init();
+	ap_grpc_init();
 }
 
 void ap_client_shutdown(void)
@@ -346,7 +347,7 @@ int ap_client_open(const char *target, const ap_client_options *options,
 		set_err(err, errlen, "out of memory");
 		return AP_ENOMEM;
 	}
-	grpc_init();
+	ap_grpc_init();
 	grpc_channel_args chargs = { .num_args = n, .args = args };
 	grpc_channel_credentials *creds = channel_credentials(o, err, errlen);
 	if (!creds) {

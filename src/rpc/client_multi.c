@@ -17,6 +17,7 @@
 
 #include "ap/client_multi.h"
 #include "ap/error.h"
+#include "ap/grpc_runtime.h"
 #include "client_int.h"
 
 enum { TAG_OPEN, TAG_RECV, TAG_STATUS, N_TAGS };
@@ -64,7 +65,7 @@ int ap_mux_open(ap_mux **out)
 	ap_mux *m = calloc(1, sizeof *m);
 	if (!m)
 		return AP_ENOMEM;
-	grpc_init();
+	ap_grpc_init();
 	m->cq = grpc_completion_queue_create_for_next(NULL);
 	*out = m;
 	return 0;
@@ -231,7 +232,7 @@ int ap_mstream_open(ap_mux *m, ap_client *c, const Aggregator__SyncMessagesReq *
 		free(s);
 		return rc;
 	}
-	grpc_init();
+	ap_grpc_init();
 	s->mux = m;
 	s->fn = fn;
 	s->user = user;

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "ap/error.h"
+#include "ap/grpc_runtime.h"
 #include "client_int.h"
 
 enum { TAG_OPEN, TAG_RECV, TAG_STATUS, N_TAGS };
@@ -131,7 +132,7 @@ static int stream_start(ap_client *c, grpc_byte_buffer *send,
 		grpc_byte_buffer_destroy(send);
 		return AP_ENOMEM;
 	}
-	grpc_init();
+	ap_grpc_init();
 	s->send = send;
 	for (int k = 0; k < N_TAGS; k++)
 		s->tags[k] = (stream_tag){ s, k };

@@ -35,6 +35,7 @@
 
 #include "ap/clock.h"
 #include "ap/error.h"
+#include "ap/grpc_runtime.h"
 #include "ap/log.h"
 #include "rpc_int.h"
 
@@ -264,7 +265,7 @@ int ap_rpc_server_open(ap_rpc_server **out, ap_engine *engine, const ap_config *
 	atomic_init(&srv->node.stopping, false);
 	atomic_init(&srv->admin.stopping, false);
 
-	grpc_init();
+	ap_grpc_init();
 	srv->grpc_inited = true;
 	int rc = side_create(&srv->node, cfg, err, errlen);
 	if (rc == 0)
