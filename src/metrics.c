@@ -298,7 +298,10 @@ int ap_metrics_server_start(ap_metrics_server **out, const char *listen, ap_engi
 	if (!ms)
 		return AP_ENOMEM;
 	ms->engine = e;
-	ms->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL,
+	/* AUTO picks epoll (or poll): with the raised descriptor limit a
+	 * scrape's socket can be numbered above FD_SETSIZE while thousands of
+	 * operators are connected, and MHD's default select() refuses it. */
+	ms->mhd = MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL,
 				   NULL, answer, ms, MHD_OPTION_SOCK_ADDR, &sa,
 				   MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
 				   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10, MHD_OPTION_END);

@@ -39,6 +39,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ap/cli.h"
 #include "ap/clock.h"
 #include "ap/error.h"
 #include "stress_int.h"
@@ -216,15 +217,6 @@ static void wait_released(st_run *R)
 	}
 }
 
-static void raise_fd_limit(void)
-{
-	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
-}
-
 #define LOAD(x) atomic_load_explicit(&R->c.x, memory_order_relaxed)
 
 static void copy_counters(st_run *R)
@@ -337,7 +329,7 @@ int ap_stress_run(const ap_stress_options *o, ap_stress_report *out, char *err, 
 	sigaction(SIGINT, &sa, &old_int);
 	sigaction(SIGTERM, &sa, &old_term);
 	signal(SIGPIPE, SIG_IGN);
-	raise_fd_limit();
+	ap_cli_raise_fd_limit();
 	ap_client_init();
 
 	if (o->spawn) {

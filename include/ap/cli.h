@@ -6,6 +6,7 @@
 #ifndef AP_CLI_H
 #define AP_CLI_H
 
+#include <signal.h>
 #include <stdio.h>
 
 enum {
@@ -39,6 +40,17 @@ int ap_cli_main(int argc, char **argv);
  * built-in defaults). NAME is "aggregator.conf" or "operator.conf". The
  * result is static or g's; not thread-safe (called once at start). */
 const char *ap_cli_config_file(const ap_cli_global *g, const char *name);
+
+/* For a long-running command, before gRPC or anything else starts a
+ * thread: block SIGINT, SIGTERM and SIGHUP (every later thread inherits
+ * the mask, so they reach only the main thread's sigwaitinfo on *set) and
+ * ignore SIGPIPE. */
+void ap_cli_block_signals(sigset_t *set);
+
+/* Raises the soft RLIMIT_NOFILE to the hard limit: every operator stream
+ * is a descriptor, and the usual soft default of 1,024 is far below
+ * operators.max_sessions. Returns the soft limit now in force. */
+unsigned long ap_cli_raise_fd_limit(void);
 
 /* True when argv holds -h or --help before a "--". */
 int ap_cli_wants_help(int argc, char **argv);

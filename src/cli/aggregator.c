@@ -43,6 +43,9 @@
 #include "ap/rpc.h"
 #include "config.h"
 
+/* Descriptors the daemon needs besides its operator streams. */
+enum { FD_RESERVE = 256 };
+
 static int usage(void)
 {
 	fprintf(stderr, "usage: ap [--config FILE] aggregator [--port-file FILE]\n");
@@ -177,12 +180,7 @@ int ap_cmd_aggregator(int argc, char **argv, const ap_cli_global *g)
 	/* Before grpc_init and before any thread: every thread inherits the
 	 * mask, so these signals reach only sigwaitinfo below. */
 	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	ap_cli_block_signals(&set);
 
 	const char *config_path = ap_cli_config_file(g, "aggregator.conf");
 	char err[1024] = "";
@@ -203,6 +201,19 @@ int ap_cmd_aggregator(int argc, char **argv, const ap_cli_global *g)
 	AP_INFO("ap aggregator starting", AP_F_STR("version", PACKAGE_VERSION),
 		AP_F_STR("config", config_path ? config_path : "(built-in defaults)"),
 		AP_F_STR("storage", cfg.storage.dir), AP_F_INT("pid", getpid()));
+
+	/* One descriptor per operator stream, plus the store's files, the
+	 * listeners, metrics scrapes and admin calls (FD_RESERVE). A limit
+	 * below that is worth a warning, not a refusal: it only caps how many
+	 * operators can connect at once, and ap keeps working below it
+	 * (accept fails with EMFILE, the client retries). */
+	unsigned long fd_limit = ap_cli_raise_fd_limit();
+	if (fd_limit < (unsigned long)cfg.operators.max_sessions + FD_RESERVE)
+		AP_WARN("the file descriptor limit is below operators.max_sessions",
+			AP_F_UINT("limit", fd_limit), AP_F_INT("max_sessions", cfg.operators.max_sessions),
+			AP_F_STR("hint", "raise it with ulimit -n or LimitNOFILE="));
+	else
+		AP_DEBUG("file descriptor limit", AP_F_UINT("limit", fd_limit));
 
 	int exit_code = AP_EXIT_FAIL;
 	int stop_rc = 0;

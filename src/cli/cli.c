@@ -3,8 +3,11 @@
  * Commands whose issue has not landed yet stay in the table with run ==
  * NULL, so `ap help` shows the whole shape of the tool and invoking one says
  * clearly that it is not available yet (exit 2) instead of "unknown". */
+#include <signal.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "ap/cli.h"
@@ -235,6 +238,30 @@ const char *ap_cli_config_file(const ap_cli_global *g, const char *name)
 	if (access(installed, R_OK) == 0)
 		return installed;
 	return NULL;
+}
+
+void ap_cli_block_signals(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+}
+
+unsigned long ap_cli_raise_fd_limit(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return 0;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rlim_t was = rl.rlim_cur;
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			rl.rlim_cur = was;
+	}
+	return rl.rlim_cur == RLIM_INFINITY ? (unsigned long)-1 : (unsigned long)rl.rlim_cur;
 }
 
 int ap_cli_wants_help(int argc, char **argv)

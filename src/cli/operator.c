@@ -81,12 +81,7 @@ int ap_cmd_operator(int argc, char **argv, const ap_cli_global *g)
 
 	/* Before grpc_init and before any thread (see the notes on gRPC). */
 	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	ap_cli_block_signals(&set);
 
 	const char *config_path = ap_cli_config_file(g, "operator.conf");
 	char err[1024] = "";
