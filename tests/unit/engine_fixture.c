@@ -73,6 +73,24 @@ void fx_close(fx_engine *f)
 	assert_int_equal(system(cmd), 0);
 }
 
+void fx_cron_task_init(fx_cron_task *t, const char *id)
+{
+	*t = (fx_cron_task){
+		.schedules = { (char *)"* * * * *" },
+		.config = AGGREGATOR__CRON_TRIGGER__CONFIG__INIT,
+		.cron = AGGREGATOR__CRON_TRIGGER__INIT,
+		.trigger = AGGREGATOR__TASK_TRIGGER__INIT,
+		.task = AGGREGATOR__NEW_TASK__INIT,
+	};
+	t->config.n_schedules = 1;
+	t->config.schedules = t->schedules;
+	t->cron.config = &t->config;
+	t->trigger.trigger_type_case = AGGREGATOR__TASK_TRIGGER__TRIGGER_TYPE_CRON;
+	t->trigger.cron = &t->cron;
+	t->task.id = (char *)id;
+	t->task.trigger = &t->trigger;
+}
+
 void fx_address(int n, char out[43])
 {
 	snprintf(out, 43, "0x%040x", n);

@@ -11,6 +11,7 @@
 #include "ap/config.h"
 #include "ap/engine.h"
 #include "ap/session.h"
+#include "node.pb-c.h"
 
 typedef struct fx_engine {
 	char dir[256];
@@ -58,6 +59,19 @@ void fx_op_free(fx_op *op);
  * on `chain`, with ids prefix-0..n-1. Asserts success. */
 void fx_create(fx_engine *f, const char *prefix, int n, const char *kind, int64_t chain,
 	       int64_t max_execution);
+/* One cron task (schedule "* * * * *"), for a test that passes its own
+ * NewTask to ap_engine_create_tasks. Every message lives inside the struct
+ * and points into it, so it must stay where fx_cron_task_init built it. */
+typedef struct fx_cron_task {
+	char *schedules[1];
+	Aggregator__CronTrigger__Config config;
+	Aggregator__CronTrigger cron;
+	Aggregator__TaskTrigger trigger;
+	Aggregator__NewTask task; /* what to pass; set start_at etc. here */
+} fx_cron_task;
+/* `id` is borrowed, not copied. */
+void fx_cron_task_init(fx_cron_task *t, const char *id);
+
 /* The owner of a task ("" = orphan or untracked). */
 void fx_owner(fx_engine *f, const char *task_id, char owner[43]);
 /* Owned-task count of an operator per ListOperators. */

@@ -23,7 +23,6 @@
  * builds). Each test has its own mkdtemp directory, removed afterwards. */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <setjmp.h>
@@ -42,6 +41,7 @@
 #include "ap/auth.h"
 #include "ap/cli.h"
 #include "ap/error.h"
+#include "tmpdir.h"
 
 /* web3.js documentation key and its address */
 #define WEB3_KEY "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
@@ -69,10 +69,7 @@ static int setup(void **state)
 	fixture *t = calloc(1, sizeof *t);
 	if (!t)
 		return -1;
-	const char *tmp = getenv("TMPDIR");
-	snprintf(t->dir, sizeof t->dir, "%s/ap-test-auth-XXXXXX",
-		 tmp && tmp[0] ? tmp : "/tmp");
-	if (!mkdtemp(t->dir)) {
+	if (tmpdir_create(t->dir, sizeof t->dir, tmpdir_parent(), "auth") != 0) {
 		free(t);
 		return -1;
 	}
@@ -80,19 +77,10 @@ static int setup(void **state)
 	return 0;
 }
 
-static int remove_entry(const char *path, const struct stat *sb, int flag,
-			struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static int teardown(void **state)
 {
 	fixture *t = *state;
-	int rc = nftw(t->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+	int rc = tmpdir_remove(t->dir);
 	free(t);
 	return rc;
 }
@@ -123,28 +111,10 @@ static void check_keccak(const void *data, size_t len, const char *want)
 	assert_string_equal(got, want);
 }
 
+/* DIR/name, left in t->path. */
 static const char *tmp_path(fixture *t, const char *name)
 {
-	snprintf(t->path, sizeof t->path, "%s/%s", t->dir, name);
-	return t->path;
-}
-
-static void write_file(const char *path, const char *text, mode_t mode)
-{
-	int fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, mode);
-	assert_true(fd >= 0);
-	size_t len = strlen(text);
-	assert_int_equal(write(fd, text, len), (ssize_t)len);
-	assert_int_equal(close(fd), 0);
-}
-
-static void read_file(const char *path, char *out, size_t outlen)
-{
-	FILE *f = fopen(path, "r");
-	assert_non_null(f);
-	size_t n = fread(out, 1, outlen - 1, f);
-	out[n] = '\0';
-	fclose(f);
+	return tmpdir_path(t->path, sizeof t->path, t->dir, name);
 }
 
 /* A token with the given epoch and raw signature (hex, any spelling). */
@@ -657,7 +627,7 @@ static void test_key_save_load(void **state)
 			fail_msg("%s", t->err);
 		assert_int_equal(stat(path, &st), 0);
 		assert_int_equal(st.st_mode & 07777, 0600);
-		read_file(path, text, sizeof text);
+		tmpdir_read(path, text, sizeof text);
 		assert_string_equal(text, DEV_KEY "\n");
 		memset(back, 0, 32);
 		assert_int_equal(ap_auth_key_load(path, back, t->err, sizeof t->err), 0);
@@ -716,7 +686,7 @@ static void test_key_load_formats(void **state)
 	};
 	const char *path = tmp_path(t, "k");
 	for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
-		write_file(path, good[i], 0644);
+		tmpdir_write(path, good[i], 0644);
 		assert_int_equal(chmod(path, i % 2 ? 0644 : 0400), 0);
 		memset(key, 0, 32);
 		int rc = ap_auth_key_load(path, key, t->err, sizeof t->err);
@@ -744,7 +714,7 @@ static void test_key_load_formats(void **state)
 		"{\"address\":\"f39fd6e51aad88f6f4ce6ab8827279cfffb92266\",\"crypto\":{}}\n",
 	};
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-		write_file(path, bad[i], 0600);
+		tmpdir_write(path, bad[i], 0600);
 		assert_int_equal(ap_auth_key_load(path, key, t->err, sizeof t->err),
 				 AP_EINVAL);
 		assert_non_null(strstr(t->err, path));
@@ -758,7 +728,7 @@ static void test_key_load_formats(void **state)
 	assert_non_null(big);
 	memset(big, 'a', 99999);
 	big[99999] = '\0';
-	write_file(path, big, 0600);
+	tmpdir_write(path, big, 0600);
 	free(big);
 	assert_int_equal(ap_auth_key_load(path, key, t->err, sizeof t->err), AP_EINVAL);
 	assert_int_equal(unlink(path), 0);
@@ -803,32 +773,10 @@ static int run_cli(fixture *t, char *out, size_t outlen, char *errout,
 	va_end(ap);
 	argv[argc] = NULL;
 
-	char out_path[PATH_MAX + 16], err_path[PATH_MAX + 16];
-	snprintf(out_path, sizeof out_path, "%s/stdout", t->dir);
-	snprintf(err_path, sizeof err_path, "%s/stderr", t->dir);
-	fflush(stdout);
-	fflush(stderr);
-	int saved_out = dup(1), saved_err = dup(2);
-	int fo = open(out_path, O_CREAT | O_TRUNC | O_WRONLY, 0600);
-	int fe = open(err_path, O_CREAT | O_TRUNC | O_WRONLY, 0600);
-	assert_true(saved_out >= 0 && saved_err >= 0 && fo >= 0 && fe >= 0);
-	dup2(fo, 1);
-	dup2(fe, 2);
-	close(fo);
-	close(fe);
-
+	tmpdir_capture cap;
+	tmpdir_capture_begin(&cap, t->dir);
 	int rc = ap_cli_main(argc, argv);
-
-	fflush(stdout);
-	fflush(stderr);
-	dup2(saved_out, 1);
-	dup2(saved_err, 2);
-	close(saved_out);
-	close(saved_err);
-	read_file(out_path, out, outlen);
-	read_file(err_path, errout, errlen);
-	unlink(out_path);
-	unlink(err_path);
+	tmpdir_capture_end(&cap, out, outlen, errout, errlen);
 	return rc;
 }
 
@@ -860,14 +808,14 @@ static void test_keygen_command(void **state)
 	assert_memory_equal(out, "0x", 2);
 	assert_string_equal(err, "");
 	check_key_file(t, path, out);
-	read_file(path, first, sizeof first);
+	tmpdir_read(path, first, sizeof first);
 
 	/* a second run refuses to overwrite and leaves the key alone */
 	assert_int_equal(run_cli(t, out, sizeof out, err, sizeof err, 3, "keygen", path),
 			 AP_EXIT_FAIL);
 	assert_string_equal(out, "");
 	assert_non_null(strstr(err, "already exists"));
-	read_file(path, again, sizeof again);
+	tmpdir_read(path, again, sizeof again);
 	assert_string_equal(first, again);
 
 	/* `--` lets a file name start with a dash */
@@ -932,7 +880,7 @@ static int run_binary(fixture *t, const char *ap, char *out, size_t outlen,
 	while (waitpid(pid, &status, 0) < 0)
 		assert_int_equal(errno, EINTR);
 	assert_true(WIFEXITED(status));
-	read_file(out_path, out, outlen);
+	tmpdir_read(out_path, out, outlen);
 	return WEXITSTATUS(status);
 }
 

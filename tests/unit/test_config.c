@@ -8,8 +8,6 @@
  * exactly the defaults, except for the development operator key they
  * ship (operators.approved, address, key_file). Leaks are caught by the
  * ASan build. */
-#include <fcntl.h>
-#include <ftw.h>
 #include <libconfig.h>
 #include <limits.h>
 #include <setjmp.h>
@@ -27,6 +25,7 @@
 #include "ap/config.h"
 #include "ap/error.h"
 #include "ap/log.h"
+#include "tmpdir.h"
 
 #define ADDR0 "0x997e5d40a32c44a3d93e59fc55c4fd20b7d2d49d"
 #define ADDR1 "0x00000000000000000000000000000000000000a1"
@@ -47,10 +46,7 @@ static int setup(void **state)
 	fixture *t = calloc(1, sizeof *t);
 	if (!t)
 		return -1;
-	const char *tmp = getenv("TMPDIR");
-	snprintf(t->dir, sizeof t->dir, "%s/ap-test-config-XXXXXX",
-		 tmp && tmp[0] ? tmp : "/tmp");
-	if (!mkdtemp(t->dir)) {
+	if (tmpdir_create(t->dir, sizeof t->dir, tmpdir_parent(), "config") != 0) {
 		free(t);
 		return -1;
 	}
@@ -58,19 +54,10 @@ static int setup(void **state)
 	return 0;
 }
 
-static int remove_entry(const char *path, const struct stat *sb, int flag,
-			struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static int teardown(void **state)
 {
 	fixture *t = *state;
-	int rc = nftw(t->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+	int rc = tmpdir_remove(t->dir);
 	free(t);
 	return rc;
 }
@@ -78,11 +65,8 @@ static int teardown(void **state)
 /* Write `text` to DIR/name; the path is left in t->path. */
 static const char *write_file(fixture *t, const char *name, const char *text)
 {
-	snprintf(t->path, sizeof t->path, "%s/%s", t->dir, name);
-	FILE *f = fopen(t->path, "w");
-	assert_non_null(f);
-	assert_int_equal(fputs(text, f) >= 0, 1);
-	assert_int_equal(fclose(f), 0);
+	tmpdir_write(tmpdir_path(t->path, sizeof t->path, t->dir, name), text,
+		     0666);
 	return t->path;
 }
 
@@ -911,41 +895,11 @@ static int run_check(fixture *t, const char *config_path, char *out,
 	va_end(ap);
 	argv[argc] = NULL;
 
-	char out_path[PATH_MAX + 16], err_path[PATH_MAX + 16];
-	snprintf(out_path, sizeof out_path, "%s/stdout", t->dir);
-	snprintf(err_path, sizeof err_path, "%s/stderr", t->dir);
-	fflush(stdout);
-	fflush(stderr);
-	int saved_out = dup(1), saved_err = dup(2);
-	int fo = open(out_path, O_CREAT | O_TRUNC | O_WRONLY, 0600);
-	int fe = open(err_path, O_CREAT | O_TRUNC | O_WRONLY, 0600);
-	assert_true(saved_out >= 0 && saved_err >= 0 && fo >= 0 && fe >= 0);
-	dup2(fo, 1);
-	dup2(fe, 2);
-	close(fo);
-	close(fe);
-
+	tmpdir_capture cap;
+	tmpdir_capture_begin(&cap, t->dir);
 	ap_cli_global g = { .config_path = config_path };
 	int rc = ap_cmd_config(argc, argv, &g);
-
-	fflush(stdout);
-	fflush(stderr);
-	dup2(saved_out, 1);
-	dup2(saved_err, 2);
-	close(saved_out);
-	close(saved_err);
-
-	const char *paths[2] = { out_path, err_path };
-	char *bufs[2] = { out, errout };
-	size_t lens[2] = { outlen, errlen };
-	for (int i = 0; i < 2; i++) {
-		FILE *f = fopen(paths[i], "r");
-		assert_non_null(f);
-		size_t n = fread(bufs[i], 1, lens[i] - 1, f);
-		bufs[i][n] = '\0';
-		fclose(f);
-		unlink(paths[i]);
-	}
+	tmpdir_capture_end(&cap, out, outlen, errout, errlen);
 	return rc;
 }
 

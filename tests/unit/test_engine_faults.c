@@ -58,19 +58,9 @@ static void test_write_faults(void **state)
 
 	ap_store_set_fault_hook(fail_writes, NULL);
 	/* Refused: create, disable, delete, a counted notification. */
-	Aggregator__CronTrigger__Config cc = AGGREGATOR__CRON_TRIGGER__CONFIG__INIT;
-	char *sched[1] = { (char *)"* * * * *" };
-	cc.n_schedules = 1;
-	cc.schedules = sched;
-	Aggregator__CronTrigger ct = AGGREGATOR__CRON_TRIGGER__INIT;
-	ct.config = &cc;
-	Aggregator__TaskTrigger tr = AGGREGATOR__TASK_TRIGGER__INIT;
-	tr.trigger_type_case = AGGREGATOR__TASK_TRIGGER__TRIGGER_TYPE_CRON;
-	tr.cron = &ct;
-	Aggregator__NewTask nt = AGGREGATOR__NEW_TASK__INIT;
-	nt.id = (char *)"during-fault";
-	nt.trigger = &tr;
-	Aggregator__NewTask *list[1] = { &nt };
+	fx_cron_task cron;
+	fx_cron_task_init(&cron, "during-fault");
+	Aggregator__NewTask *list[1] = { &cron.task };
 	char **ids;
 	char err[256];
 	assert_int_equal(ap_engine_create_tasks(f.e, list, 1, &ids, err, sizeof err), AP_EIO);

@@ -110,21 +110,11 @@ static void test_notify_time_window(void **state)
 	fx_connect(&f, &a, 1, 1);
 	fx_wait_ready(&a);
 	/* A task with start_at/expired_at, created through the engine. */
-	Aggregator__CronTrigger__Config cc = AGGREGATOR__CRON_TRIGGER__CONFIG__INIT;
-	char *sched[1] = { (char *)"* * * * *" };
-	cc.n_schedules = 1;
-	cc.schedules = sched;
-	Aggregator__CronTrigger ct = AGGREGATOR__CRON_TRIGGER__INIT;
-	ct.config = &cc;
-	Aggregator__TaskTrigger tr = AGGREGATOR__TASK_TRIGGER__INIT;
-	tr.trigger_type_case = AGGREGATOR__TASK_TRIGGER__TRIGGER_TYPE_CRON;
-	tr.cron = &ct;
-	Aggregator__NewTask nt = AGGREGATOR__NEW_TASK__INIT;
-	nt.id = (char *)"win";
-	nt.trigger = &tr;
-	nt.start_at = 1000000;
-	nt.expired_at = 2000000;
-	Aggregator__NewTask *list[1] = { &nt };
+	fx_cron_task cron;
+	fx_cron_task_init(&cron, "win");
+	cron.task.start_at = 1000000;
+	cron.task.expired_at = 2000000;
+	Aggregator__NewTask *list[1] = { &cron.task };
 	char **ids;
 	char err[128];
 	assert_int_equal(ap_engine_create_tasks(f.e, list, 1, &ids, err, sizeof err), 0);

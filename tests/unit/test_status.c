@@ -21,10 +21,8 @@
 #include <cmocka.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <poll.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +37,8 @@
 #include "ap/record.h"
 #include "ap/status.h"
 #include "ap/store.h"
+#include "tmpdir.h"
+#include "watchdog.h"
 
 #define WATCHDOG_S 180
 #define PYTHON "/usr/bin/python3"
@@ -55,22 +55,14 @@ typedef struct fixture {
 	char ap[PATH_MAX];  /* the built binary, "" when not there */
 } fixture;
 
-static void watchdog(int sig)
-{
-	(void)sig;
-	static const char msg[] = "test_status: watchdog: a test hung\n";
-	ssize_t n = write(2, msg, sizeof msg - 1);
-	(void)n;
-	_exit(99);
-}
-
 static int setup(void **state)
 {
 	fixture *fx = calloc(1, sizeof *fx);
 	if (fx == NULL)
 		return -1;
-	snprintf(fx->dir, sizeof fx->dir, "/tmp/ap-test-status-XXXXXX");
-	if (mkdtemp(fx->dir) == NULL) {
+	/* /tmp, not $TMPDIR: the paths the tests build from fx->dir are
+	 * sized for a short directory name. */
+	if (tmpdir_create(fx->dir, sizeof fx->dir, "/tmp", "status") != 0) {
 		free(fx);
 		return -1;
 	}
@@ -80,27 +72,17 @@ static int setup(void **state)
 	if (access(fx->ap, X_OK) != 0)
 		fx->ap[0] = '\0';
 	ap_log_set_level(AP_LOG_WARN);
-	signal(SIGALRM, watchdog);
-	alarm(WATCHDOG_S);
+	watchdog_arm("test_status", WATCHDOG_S);
 	*state = fx;
 	return 0;
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int type,
-		    struct FTW *ftw)
-{
-	(void)sb;
-	(void)type;
-	(void)ftw;
-	return remove(path);
 }
 
 static int teardown(void **state)
 {
 	fixture *fx = *state;
-	alarm(0);
+	watchdog_disarm();
 	ap_log_set_level(AP_LOG_INFO);
-	int rc = nftw(fx->dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+	int rc = tmpdir_remove(fx->dir);
 	free(fx);
 	return rc;
 }
@@ -356,16 +338,6 @@ static void check_fixture_report(const ap_status_report *r, const char *home)
 
 /* ---- running programs --------------------------------------------------- */
 
-static void read_file(const char *path, char *buf, size_t len)
-{
-	buf[0] = '\0';
-	FILE *f = fopen(path, "r");
-	assert_non_null(f);
-	size_t n = fread(buf, 1, len - 1, f);
-	buf[n] = '\0';
-	fclose(f);
-}
-
 /* Run argv (argv[0] is the program) in `cwd` (NULL: here), stdout and
  * stderr into out and err. Returns the exit status. */
 static int run(fixture *fx, const char *cwd, char *const argv[], char *out,
@@ -393,9 +365,9 @@ static int run(fixture *fx, const char *cwd, char *const argv[], char *out,
 		assert_int_equal(errno, EINTR);
 	assert_true(WIFEXITED(status));
 	if (out != NULL)
-		read_file(out_path, out, outlen);
+		tmpdir_read(out_path, out, outlen);
 	if (err != NULL)
-		read_file(err_path, err, errlen);
+		tmpdir_read(err_path, err, errlen);
 	return WEXITSTATUS(status);
 }
 
@@ -455,10 +427,7 @@ static int check_json(fixture *fx, const char *text, const char *expected)
 {
 	char path[128];
 	snprintf(path, sizeof path, "%s/status.json", fx->dir);
-	FILE *f = fopen(path, "w");
-	assert_non_null(f);
-	fputs(text, f);
-	assert_int_equal(fclose(f), 0);
+	tmpdir_write(path, text, 0666);
 	char *argv[] = { (char *)PYTHON, (char *)"-c", (char *)json_check, path,
 			 (char *)expected, NULL };
 	char pout[4096], perr[8192];
@@ -816,10 +785,7 @@ static void test_binary_database_name_escaped(void **state)
 	/* Python decodes the string back to the very name. */
 	char path[128];
 	snprintf(path, sizeof path, "%s/status.json", fx->dir);
-	FILE *f = fopen(path, "w");
-	assert_non_null(f);
-	fputs(out, f);
-	assert_int_equal(fclose(f), 0);
+	tmpdir_write(path, out, 0666);
 	static const char script[] =
 		"import json, sys\n"
 		"d = json.loads(open(sys.argv[1], encoding='utf-8').read())\n"
@@ -925,10 +891,7 @@ static void test_binary_exit_codes(void **state)
 	/* A bad config named with --config: a runtime failure. */
 	char conf[128];
 	snprintf(conf, sizeof conf, "%s/bad.conf", fx->dir);
-	FILE *f = fopen(conf, "w");
-	assert_non_null(f);
-	fputs("storage = { dir = 5; };\n", f);
-	assert_int_equal(fclose(f), 0);
+	tmpdir_write(conf, "storage = { dir = 5; };\n", 0666);
 	assert_int_equal(run_ap(fx, NULL, "--config", conf, "status", NULL), 1);
 	assert_non_null(strstr(errs, "bad.conf:1"));
 }

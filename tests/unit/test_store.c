@@ -17,10 +17,8 @@
 #include <cmocka.h>
 #include <dirent.h>
 #include <errno.h>
-#include <ftw.h>
 #include <pthread.h>
 #include <sched.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +32,8 @@
 #include "ap/log.h"
 #include "ap/record.h"
 #include "ap/store.h"
+#include "tmpdir.h"
+#include "watchdog.h"
 
 #define WATCHDOG_S 120
 
@@ -42,49 +42,31 @@ typedef struct fixture {
 	char home[96]; /* dir/db: the BerkeleyDB home */
 } fixture;
 
-static void watchdog(int sig)
-{
-	(void)sig;
-	static const char msg[] = "test_store: watchdog: a test hung\n";
-	ssize_t n = write(2, msg, sizeof msg - 1);
-	(void)n;
-	_exit(99);
-}
-
 static int setup(void **state)
 {
 	fixture *fx = calloc(1, sizeof *fx);
 	if (fx == NULL)
 		return -1;
-	snprintf(fx->dir, sizeof fx->dir, "/tmp/ap-test-store-XXXXXX");
-	if (mkdtemp(fx->dir) == NULL) {
+	/* /tmp, not $TMPDIR: the paths the tests build from fx->dir are
+	 * sized for a short directory name. */
+	if (tmpdir_create(fx->dir, sizeof fx->dir, "/tmp", "store") != 0) {
 		free(fx);
 		return -1;
 	}
 	snprintf(fx->home, sizeof fx->home, "%s/db", fx->dir);
 	ap_log_set_level(AP_LOG_WARN);
-	signal(SIGALRM, watchdog);
-	alarm(WATCHDOG_S);
+	watchdog_arm("test_store", WATCHDOG_S);
 	*state = fx;
 	return 0;
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int type,
-		    struct FTW *ftw)
-{
-	(void)sb;
-	(void)type;
-	(void)ftw;
-	return remove(path);
 }
 
 static int teardown(void **state)
 {
 	fixture *fx = *state;
-	alarm(0);
+	watchdog_disarm();
 	ap_store_set_fault_hook(NULL, NULL);
 	ap_log_set_level(AP_LOG_INFO);
-	int rc = nftw(fx->dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+	int rc = tmpdir_remove(fx->dir);
 	free(fx);
 	return rc;
 }
