@@ -2,8 +2,9 @@
  * include/ap/client_multi.h.
  *
  * Each stream is the same three operations as ap_stream (client_stream.c),
- * started on the mux's shared queue with tags that name the stream and the
- * kind of operation. stream_event() is the whole state machine; it runs on
+ * through the same ap_client_sync_* functions (client_int.h), started on
+ * the mux's shared queue with tags that name the stream and the kind of
+ * operation. stream_event() is the whole state machine; it runs on
  * the mux thread only, so no field needs a lock. A stream is freed when no
  * operation of it is pending any more: after its END callback, or silently
  * when it was abandoned. The mux keeps a list of its streams so that close
@@ -13,14 +14,11 @@
  * stream_event() looks at `abandoned` again after each callback and frees
  * the stream only as its very last step. */
 #include <stdlib.h>
-#include <string.h>
 
 #include "ap/client_multi.h"
 #include "ap/error.h"
 #include "ap/grpc_runtime.h"
 #include "client_int.h"
-
-enum { TAG_OPEN, TAG_RECV, TAG_STATUS, N_TAGS };
 
 typedef struct mstream_tag {
 	ap_mstream *stream;
@@ -36,24 +34,11 @@ struct ap_mux {
 struct ap_mstream {
 	ap_mux *mux;
 	ap_mstream *prev, *next; /* the mux's list */
-	grpc_call *call;
-	mstream_tag tags[N_TAGS];
-	bool pending[N_TAGS];
-
-	/* Kept alive until the open batch completes. */
-	grpc_metadata *md;
-	size_t n_md;
-	grpc_byte_buffer *send;
-
-	grpc_metadata_array initial_md;
-	grpc_metadata_array trailing_md;
-	grpc_byte_buffer *recv;
-	grpc_status_code code;
-	grpc_slice details;
+	ap_client_sync sync; /* the call */
+	mstream_tag tags[AP_SYNC_N_OPS];
 
 	ap_mstream_fn fn;
 	void *user;
-	bool eof;       /* no more messages will come */
 	bool ended;     /* the final status arrived */
 	bool abandoned; /* no more callbacks */
 	bool in_end;    /* the END callback is running */
@@ -86,88 +71,54 @@ static void stream_free(ap_mstream *s)
 	if (s->next)
 		s->next->prev = s->prev;
 	m->n_streams--;
-	if (s->call)
-		grpc_call_unref(s->call);
-	if (s->recv)
-		grpc_byte_buffer_destroy(s->recv);
-	if (s->send)
-		grpc_byte_buffer_destroy(s->send);
-	ap_client_md_free(s->md, s->n_md);
-	grpc_metadata_array_destroy(&s->initial_md);
-	grpc_metadata_array_destroy(&s->trailing_md);
-	grpc_slice_unref(s->details);
+	ap_client_sync_release(&s->sync);
 	free(s);
 	grpc_shutdown();
-}
-
-static bool stream_busy(const ap_mstream *s)
-{
-	return s->pending[TAG_OPEN] || s->pending[TAG_RECV] || s->pending[TAG_STATUS];
-}
-
-static void stream_arm_recv(ap_mstream *s)
-{
-	grpc_op op;
-	memset(&op, 0, sizeof op);
-	op.op = GRPC_OP_RECV_MESSAGE;
-	op.data.recv_message.recv_message = &s->recv;
-	s->pending[TAG_RECV] = true;
-	if (grpc_call_start_batch(s->call, &op, 1, &s->tags[TAG_RECV], NULL) != GRPC_CALL_OK) {
-		s->pending[TAG_RECV] = false;
-		s->eof = true;
-	}
 }
 
 /* One completion of stream s. */
 static void stream_event(ap_mstream *s, int kind, bool success)
 {
-	AP_ASSERT(s->pending[kind]);
-	s->pending[kind] = false;
+	AP_ASSERT(s->sync.pending[kind]);
+	s->sync.pending[kind] = false;
 	switch (kind) {
-	case TAG_OPEN:
+	case AP_SYNC_OPEN:
 		/* gRPC has taken what it needs of the request. */
-		grpc_byte_buffer_destroy(s->send);
-		s->send = NULL;
-		ap_client_md_free(s->md, s->n_md);
-		s->md = NULL;
-		s->n_md = 0;
+		grpc_byte_buffer_destroy(s->sync.send);
+		s->sync.send = NULL;
+		ap_client_md_free(s->sync.md, s->sync.n_md);
+		s->sync.md = NULL;
+		s->sync.n_md = 0;
 		if (success && !s->abandoned)
 			s->fn(s, s->user, AP_MSTREAM_OPENED, NULL, NULL);
 		break;
-	case TAG_RECV: {
-		if (!success || !s->recv) {
-			s->eof = true;
+	case AP_SYNC_RECV: {
+		if (!success || !s->sync.recv) {
+			s->sync.eof = true;
 			break;
 		}
-		Aggregator__SyncMessagesResp *msg = (Aggregator__SyncMessagesResp *)
-			ap_client_buffer_unpack(s->recv, &aggregator__sync_messages_resp__descriptor);
-		grpc_byte_buffer_destroy(s->recv);
-		s->recv = NULL;
-		if (!msg) {
-			grpc_call_cancel_with_status(s->call, GRPC_STATUS_INTERNAL,
-				"client: cannot decode aggregator.SyncMessagesResp", NULL);
-			s->eof = true;
+		Aggregator__SyncMessagesResp *msg = ap_client_sync_take(&s->sync);
+		if (!msg)
 			break;
-		}
 		if (s->abandoned)
 			ap_client_free(msg);
 		else
 			s->fn(s, s->user, AP_MSTREAM_MESSAGE, msg, NULL);
-		if (!s->abandoned && !s->eof)
-			stream_arm_recv(s);
+		if (!s->abandoned && !s->sync.eof)
+			ap_client_sync_arm_recv(&s->sync, &s->tags[AP_SYNC_RECV]);
 		break;
 	}
-	case TAG_STATUS:
+	case AP_SYNC_STATUS:
 		s->ended = true;
 		break;
 	default:
 		AP_ASSERT(!"unknown stream tag");
 	}
-	if (stream_busy(s))
+	if (ap_client_sync_busy(&s->sync))
 		return;
 	if (!s->abandoned) {
 		ap_rpc_status st;
-		ap_client_status_set(&st, s->code, &s->details);
+		ap_client_status_set(&st, s->sync.code, &s->sync.details);
 		s->in_end = true;
 		s->fn(s, s->user, AP_MSTREAM_END, NULL, &st);
 	}
@@ -220,15 +171,15 @@ int ap_mstream_open(ap_mux *m, ap_client *c, const Aggregator__SyncMessagesReq *
 	ap_mstream *s = calloc(1, sizeof *s);
 	if (!s)
 		return AP_ENOMEM;
-	s->send = ap_client_buffer_pack(&req->base);
-	if (!s->send) {
+	s->sync.send = ap_client_buffer_pack(&req->base);
+	if (!s->sync.send) {
 		free(s);
 		return AP_ENOMEM;
 	}
 	int rc = ap_client_md_build(o ? o->metadata : NULL, o ? o->n_metadata : 0,
-				    NULL, 0, &s->md, &s->n_md);
+				    NULL, 0, &s->sync.md, &s->sync.n_md);
 	if (rc) {
-		grpc_byte_buffer_destroy(s->send);
+		grpc_byte_buffer_destroy(s->sync.send);
 		free(s);
 		return rc;
 	}
@@ -236,58 +187,30 @@ int ap_mstream_open(ap_mux *m, ap_client *c, const Aggregator__SyncMessagesReq *
 	s->mux = m;
 	s->fn = fn;
 	s->user = user;
-	for (int k = 0; k < N_TAGS; k++)
+	for (int k = 0; k < AP_SYNC_N_OPS; k++)
 		s->tags[k] = (mstream_tag){ s, k };
-	grpc_metadata_array_init(&s->initial_md);
-	grpc_metadata_array_init(&s->trailing_md);
-	s->details = grpc_empty_slice();
+	ap_client_sync_init(&s->sync);
 	s->next = m->streams;
 	if (m->streams)
 		m->streams->prev = s;
 	m->streams = s;
 	m->n_streams++;
 
-	gpr_timespec deadline = o && o->timeout_ms > 0
-		? ap_client_deadline(o->timeout_ms)
-		: gpr_inf_future(GPR_CLOCK_MONOTONIC);
-	grpc_slice method = grpc_slice_from_static_string(AP_RPC_NODE_SYNC_MESSAGES);
-	s->call = grpc_channel_create_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS,
-					   m->cq, method, NULL, deadline, NULL);
-
-	grpc_op ops[4];
-	memset(ops, 0, sizeof ops);
-	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-	ops[0].flags = ap_client_md_flags(o);
-	ops[0].data.send_initial_metadata.count = s->n_md;
-	ops[0].data.send_initial_metadata.metadata = s->md;
-	ops[1].op = GRPC_OP_SEND_MESSAGE;
-	ops[1].data.send_message.send_message = s->send;
-	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-	ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-	ops[3].data.recv_initial_metadata.recv_initial_metadata = &s->initial_md;
-	s->pending[TAG_OPEN] = true;
-	if (grpc_call_start_batch(s->call, ops, 4, &s->tags[TAG_OPEN], NULL) != GRPC_CALL_OK) {
+	if (ap_client_sync_start(&s->sync, c, m->cq, o, &s->tags[AP_SYNC_OPEN],
+				 &s->tags[AP_SYNC_STATUS]) != 0) {
 		/* Nothing was started: a metadata key gRPC refuses, usually. */
-		s->pending[TAG_OPEN] = false;
 		stream_free(s);
 		return AP_EINVAL;
 	}
-	memset(ops, 0, sizeof ops);
-	ops[0].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-	ops[0].data.recv_status_on_client.trailing_metadata = &s->trailing_md;
-	ops[0].data.recv_status_on_client.status = &s->code;
-	ops[0].data.recv_status_on_client.status_details = &s->details;
-	s->pending[TAG_STATUS] = true;
-	AP_ASSERT(grpc_call_start_batch(s->call, ops, 1, &s->tags[TAG_STATUS], NULL) == GRPC_CALL_OK);
-	stream_arm_recv(s);
+	ap_client_sync_arm_recv(&s->sync, &s->tags[AP_SYNC_RECV]);
 	*out = s;
 	return 0;
 }
 
 void ap_mstream_cancel(ap_mstream *s)
 {
-	if (s && s->call)
-		grpc_call_cancel(s->call, NULL);
+	if (s && s->sync.call)
+		grpc_call_cancel(s->sync.call, NULL);
 }
 
 void ap_mstream_abandon(ap_mstream *s)
@@ -295,7 +218,7 @@ void ap_mstream_abandon(ap_mstream *s)
 	if (!s || s->in_end || s->abandoned)
 		return;
 	s->abandoned = true;
-	grpc_call_cancel(s->call, NULL);
+	grpc_call_cancel(s->sync.call, NULL);
 }
 
 void *ap_mstream_user(const ap_mstream *s)
