@@ -38,6 +38,7 @@
 #include "ap/config.h"
 #include "ap/engine.h"
 #include "ap/error.h"
+#include "ap/grpc_runtime.h"
 #include "ap/log.h"
 #include "ap/metrics.h"
 #include "ap/rpc.h"
@@ -116,6 +117,17 @@ static int lock_storage(const char *dir, char *err, size_t errlen)
 	if (ftruncate(fd, 0) != 0 || pwrite(fd, line, (size_t)len, 0) != len)
 		AP_WARN("cannot write the pid into the storage lock", AP_F_STR("path", path));
 	return fd;
+}
+
+/* A dead listener (see ap_grpc_set_listener_failure_hook) cannot be
+ * revived inside gRPC 1.51: operators that drop could never come back. So
+ * the daemon shuts down in order and exits 1, and its supervisor
+ * (Restart=on-failure in the unit) starts it again with a fresh listener;
+ * tasks and assignments are in the store, operators reconnect. kill(2) is
+ * async-signal-safe and reaches the main thread's sigwaitinfo. */
+static void on_listener_failure(void)
+{
+	kill(getpid(), SIGTERM);
 }
 
 /* sd_notify(3) from libsystemd: a no-op when not run by systemd. */
@@ -230,6 +242,7 @@ int ap_cmd_aggregator(int argc, char **argv, const ap_cli_global *g)
 		AP_ERROR("cannot open the engine", AP_F_STR("error", err[0] ? err : ap_strerror(rc)));
 		goto out;
 	}
+	ap_grpc_set_listener_failure_hook(on_listener_failure);
 	rc = ap_rpc_server_open(&srv, engine, &cfg, err, sizeof err);
 	if (rc) {
 		AP_ERROR("cannot open the gRPC servers", AP_F_STR("error", err));
@@ -263,6 +276,11 @@ int ap_cmd_aggregator(int argc, char **argv, const ap_cli_global *g)
 	wait_for_stop(&set);
 	notify_systemd("STOPPING=1");
 	exit_code = AP_EXIT_OK;
+	if (ap_grpc_listener_failed()) {
+		AP_ERROR("a gRPC listener stopped accepting connections: shutting down to be "
+			 "restarted (exit 1)", AP_F_UINT("fd_limit", fd_limit));
+		exit_code = AP_EXIT_FAIL;
+	}
 stop:
 	ap_metrics_server_stop(metrics);
 	/* The transport gets 90 % of shutdown_timeout_ms, the store's

@@ -17,15 +17,23 @@
  * We look it up with dlsym rather than linking to it, so a platform whose
  * abseil lacks it (or names its namespace otherwise) still runs. The enum
  * is `enum class OnDeadlockCycle { kIgnore, kReport, kAbort }`, passed as
- * an int in a register on every ABI we build for. */
+ * an int in a register on every ABI we build for.
+ *
+ * gRPC's own log lines (gpr_log: errors by default, more with
+ * GRPC_VERBOSITY) go through ap's logger, so a JSON log stays JSON and a
+ * log file gets them too. One of them matters to ap: "Failed accept4" from
+ * the TCP server means the listener is dead (see grpc_runtime.h). */
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <string.h>
 
 #include <grpc/grpc.h>
+#include <grpc/support/log.h>
 
 #include "ap/grpc_runtime.h"
+#include "ap/log.h"
 
 static const char *const detector_symbols[] = {
 	"_ZN4absl7debian329SetMutexDeadlockDetectionModeENS0_15OnDeadlockCycleE",
@@ -37,9 +45,46 @@ enum { ON_DEADLOCK_IGNORE = 0 };
 
 static pthread_once_t tune_once = PTHREAD_ONCE_INIT;
 static atomic_bool detector_off;
+static atomic_bool listener_failed;
+static _Atomic(void (*)(void)) listener_failure_hook;
+
+static ap_log_level level_of(gpr_log_severity s)
+{
+	switch (s) {
+	case GPR_LOG_SEVERITY_DEBUG: return AP_LOG_DEBUG;
+	case GPR_LOG_SEVERITY_INFO: return AP_LOG_INFO;
+	default: return AP_LOG_ERROR;
+	}
+}
+
+static bool ends_with(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), m = strlen(suffix);
+	return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+/* Called by gRPC on any of its threads. */
+static void grpc_log_to_ap(gpr_log_func_args *a)
+{
+	const char *file = a->file ? a->file : "";
+	const char *msg = a->message ? a->message : "";
+	if (a->severity == GPR_LOG_SEVERITY_ERROR && ends_with(file, "tcp_server_posix.cc") &&
+	    strncmp(msg, "Failed accept4", 14) == 0 && !atomic_exchange(&listener_failed, true)) {
+		AP_ERROR("gRPC stopped accepting connections on a listener (gRPC 1.51 does not "
+			 "retry accept after this error)", AP_F_STR("grpc_error", msg));
+		void (*hook)(void) = atomic_load(&listener_failure_hook);
+		if (hook)
+			hook();
+		return;
+	}
+	const char *base = strrchr(file, '/');
+	AP_LOG(level_of(a->severity), "grpc", AP_F_STR("message", msg),
+	       AP_F_STR("file", base ? base + 1 : file), AP_F_INT("line", a->line));
+}
 
 static void tune(void)
 {
+	gpr_set_log_function(grpc_log_to_ap);
 	for (size_t i = 0; i < sizeof(detector_symbols) / sizeof(detector_symbols[0]); i++) {
 		void *sym = dlsym(RTLD_DEFAULT, detector_symbols[i]);
 		if (!sym)
@@ -57,6 +102,16 @@ void ap_grpc_init(void)
 {
 	pthread_once(&tune_once, tune);
 	grpc_init();
+}
+
+void ap_grpc_set_listener_failure_hook(void (*hook)(void))
+{
+	atomic_store(&listener_failure_hook, hook);
+}
+
+bool ap_grpc_listener_failed(void)
+{
+	return atomic_load(&listener_failed);
 }
 
 bool ap_grpc_detector_off(void)

@@ -39,6 +39,8 @@
 #include "ap/log.h"
 #include "rpc_int.h"
 
+enum { HANDSHAKE_TIMEOUT_MS = 10000 };
+
 static int clamp_int(int64_t v)
 {
 	return v > INT_MAX ? INT_MAX : (int)v;
@@ -70,6 +72,11 @@ static int side_create(rpc_side *side, const ap_config *cfg, char *err, size_t e
 		int_arg(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0),
 		int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, clamp_int(c->max_message_bytes)),
 		int_arg(GRPC_ARG_ALLOW_REUSEPORT, 0),
+		/* A connection that has not finished its HTTP/2 (and TLS)
+		 * handshake in 10 s is dropped, not kept for gRPC's default
+		 * 120 s: a client that connects and says nothing, or a backlog
+		 * left by a reconnect storm, should not hold descriptors. */
+		int_arg(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS),
 	};
 	grpc_channel_args ca = { sizeof args / sizeof args[0], args };
 	side->server = grpc_server_create(&ca, NULL);
