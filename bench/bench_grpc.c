@@ -34,11 +34,18 @@
  *   memory         RSS, threads and fds of the server with 1,000, 5,000 and
  *                  10,000 idle streams (operators), each on its own
  *                  connection, driven from a few threads here.
- *   storm          `ap stress --spawn --json` (its own daemon, 200 operators
- *                  flapping every 5-20 ms, at most --storm-rate actions/s,
- *                  stabilization_ms 0) for --storm-seconds, beside the raw
+ *   storm          `ap stress --target --json` against a daemon of its own
+ *                  (200 operators flapping every 5-20 ms, at most
+ *                  --storm-rate actions/s, stabilization_ms 0, log level
+ *                  warn) for --storm-seconds, beside the raw
  *                  connect-stream-close rate with 16 in flight measured just
- *                  before: reconnects/s and the invariants it checks.
+ *                  before: reconnects/s and the invariants it checks. With
+ *                  two CPUs or more the server (raw_server, then ap) runs on
+ *                  CPU 1 and the client (this process, then ap stress) on
+ *                  CPU 0, as if on two machines: sharing two cores, a
+ *                  harness that opens connections faster than the server's
+ *                  share of the CPU can set them up starves it
+ *                  (bench/README.md). --storm-pin off lets them share.
  *
  * Then a summary with the ratios and the issue's targets, each printed PASS
  * or MISS with its figure: never a timed assertion (make check does not run
@@ -74,6 +81,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <dirent.h>
+#include <sched.h>
 
 #include "ap/client.h"
 #include "ap/clock.h"
@@ -92,6 +100,7 @@ static struct {
 	int tasks, operators, batch; /* dissemination */
 	int idle[MAX_IDLE_STEPS];
 	int storm_seconds, storm_rate, storm_operators;
+	bool storm_pin;
 	int n_idle;
 	char only[256];
 	const char *samples_dir;
@@ -109,6 +118,7 @@ static struct {
 	.idle = { 1000, 5000, 10000 },
 	.n_idle = 3,
 	.storm_seconds = 70,
+	.storm_pin = true,
 	.storm_rate = 3000,
 	.storm_operators = 200,
 };
@@ -241,8 +251,42 @@ static void sleep_ms(int64_t ms)
 /* fork + exec (harmless after grpc_init, unlike a fork that goes on using
  * gRPC). stdout to out_fd (or the log), stderr to the log; the child dies
  * with us. Only async-signal-safe calls in the child. */
+/* The CPU a spawned child is pinned to (-1: none) and the log level of
+ * the daemons ap_start writes a config for; the storm section sets both. */
+static int spawn_cpu = -1;
+static const char *ap_log_level = "info";
+
+static void cpu_only(cpu_set_t *set, int cpu)
+{
+	CPU_ZERO(set);
+	if (cpu >= 0) {
+		CPU_SET(cpu, set);
+		return;
+	}
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	for (long i = 0; i < n && i < CPU_SETSIZE; i++)
+		CPU_SET(i, set);
+}
+
+/* Every thread of this process (gRPC's included) on `cpu`, or on all
+ * CPUs when cpu is -1. Threads started later inherit it. */
+static void pin_self(int cpu)
+{
+	cpu_set_t set;
+	cpu_only(&set, cpu);
+	DIR *d = opendir("/proc/self/task");
+	if (!d)
+		die("opendir /proc/self/task: %s", strerror(errno));
+	for (struct dirent *e; (e = readdir(d)) != NULL;)
+		if (e->d_name[0] != '.')
+			sched_setaffinity((pid_t)atoi(e->d_name), sizeof set, &set);
+	closedir(d);
+}
+
 static pid_t spawn(char *const argv[], const char *log_path, int out_fd)
 {
+	cpu_set_t cpus;
+	cpu_only(&cpus, spawn_cpu);
 	pid_t parent = getpid();
 	int logfd = open(log_path ? log_path : "/dev/null", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
 			 0644);
@@ -263,6 +307,8 @@ static pid_t spawn(char *const argv[], const char *log_path, int out_fd)
 		sigset_t none;
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
+		if (spawn_cpu >= 0) /* a bare system call */
+			sched_setaffinity(0, sizeof cpus, &cpus);
 		execv(argv[0], argv);
 		_exit(127);
 	}
@@ -411,8 +457,8 @@ static void ap_start(server *s)
 		 "};\n"
 		 "auth = { mode = \"none\"; };\n"
 		 "metrics_listen = \"\";\n"
-		 "log = { level = \"info\"; };\n",
-		 s->admin_target, s->dir);
+		 "log = { level = \"%s\"; };\n",
+		 s->admin_target, s->dir, ap_log_level);
 	write_file(conf_path, conf);
 	char *argv[] = { opt.ap_path, "--config", conf_path, "aggregator", "--port-file", port_path,
 			 NULL };
@@ -1116,12 +1162,18 @@ static bool json_number(const char *p, const char *key, double *out)
 
 static void run_storm(void)
 {
-	server raw;
+	server raw, ap;
 	char dir[64], out_path[PATH_MAX], log_path[PATH_MAX];
-	char seconds[16], rate[16], operators[16];
+	char seconds[16], rate[16], operators[16], pid[16];
+	bool pin = opt.storm_pin && sysconf(_SC_NPROCESSORS_ONLN) >= 2;
 
 	printf("\n== storm: ap stress, %d operators, %d s, at most %d actions/s ==\n",
 	       opt.storm_operators, opt.storm_seconds, opt.storm_rate);
+	if (pin) {
+		printf("  servers on CPU 1, clients on CPU 0\n");
+		pin_self(0);
+		spawn_cpu = 1;
+	}
 	raw_start(&raw);
 	R.storm_raw_cycles = raw_cycles(raw.target, opt.cycles * 2, 16);
 	server_stop(&raw);
@@ -1129,33 +1181,44 @@ static void run_storm(void)
 		die("raw cycles failed");
 	printf("  %-58s %9.0f cycles/s\n", "raw connect-stream-close, 16 in flight", R.storm_raw_cycles);
 
+	/* The daemon logs at warn, as ap stress --spawn configures it: at
+	 * info every reconnect is a line. */
+	ap_log_level = "warn";
+	ap_start(&ap);
+	ap_log_level = "info";
 	make_tempdir(dir, sizeof dir, "storm");
 	snprintf(out_path, sizeof out_path, "%s/stress.json", dir);
 	snprintf(log_path, sizeof log_path, "%s/stress.log", dir);
 	snprintf(seconds, sizeof seconds, "%d", opt.storm_seconds);
 	snprintf(rate, sizeof rate, "%d", opt.storm_rate);
 	snprintf(operators, sizeof operators, "%d", opt.storm_operators);
+	snprintf(pid, sizeof pid, "%d", (int)ap.pid);
 	int fd = open(out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0)
 		die("cannot write %s", out_path);
-	char *argv[] = { opt.ap_path, "stress", "--spawn", "--ap", opt.ap_path,
-			 "--operators", operators, "--duration", seconds,
+	char *argv[] = { opt.ap_path, "stress", "--target", ap.target, "--admin", ap.admin_target,
+			 "--daemon-pid", pid, "--operators", operators, "--duration", seconds,
 			 "--stabilization-ms", "0", "--hold-min-ms", "5", "--hold-max-ms", "20",
 			 "--max-rate", rate, "--json", "--no-progress", NULL };
-	pid_t pid = spawn(argv, log_path, fd);
+	spawn_cpu = pin ? 0 : -1;
+	pid_t stress = spawn(argv, log_path, fd);
+	spawn_cpu = -1;
 	close(fd);
 	int status;
 	int64_t deadline = ap_clock_mono_ms() + (opt.storm_seconds + 600) * 1000LL;
-	while (waitpid(pid, &status, WNOHANG) != pid) {
+	while (waitpid(stress, &status, WNOHANG) != stress) {
 		if (ap_clock_mono_ms() > deadline) {
-			kill(pid, SIGKILL);
-			waitpid(pid, &status, 0);
-			untrack_child(pid);
+			kill(stress, SIGKILL);
+			waitpid(stress, &status, 0);
+			untrack_child(stress);
 			die("ap stress did not finish (output in %s)", dir);
 		}
 		sleep_ms(100);
 	}
-	untrack_child(pid);
+	untrack_child(stress);
+	server_stop(&ap);
+	if (pin)
+		pin_self(-1);
 
 	FILE *f = fopen(out_path, "r");
 	static char json[1 << 20];
@@ -1299,6 +1362,7 @@ static void usage(void)
 		"                  [--tasks N] [--operators N] [--batch N] [--idle N,N,...]\n"
 		"                  [--only latency,cycles,messages,failover,dissemination,memory,storm]\n"
 		"                  [--storm-seconds N] [--storm-rate N] [--storm-operators N]\n"
+		"                  [--storm-pin on|off]\n"
 		"                  [--samples DIR] [--ap PATH] [--raw-server PATH]\n");
 	exit(2);
 }
@@ -1372,6 +1436,8 @@ int main(int argc, char **argv)
 			opt.storm_seconds = int_arg(v);
 		else if (strcmp(a, "--storm-rate") == 0)
 			opt.storm_rate = int_arg(v);
+		else if (strcmp(a, "--storm-pin") == 0 && (strcmp(v, "on") == 0 || strcmp(v, "off") == 0))
+			opt.storm_pin = strcmp(v, "on") == 0;
 		else if (strcmp(a, "--storm-operators") == 0)
 			opt.storm_operators = int_arg(v);
 		else if (strcmp(a, "--batch") == 0)
