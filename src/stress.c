@@ -85,6 +85,13 @@ void ap_stress_options_init(ap_stress_options *o)
 
 static volatile sig_atomic_t interrupted;
 
+bool st_daemon_gone(st_run *R)
+{
+	if (R->spawned)
+		return !st_daemon_alive(&R->daemon);
+	return R->pid > 0 && kill(R->pid, 0) != 0 && errno == ESRCH;
+}
+
 bool st_interrupted(void)
 {
 	return interrupted != 0;
@@ -263,10 +270,15 @@ static void run_phases(st_run *R)
 		if (ap_stress_proc_sample(R->pid, &p) == 0)
 			r->daemon_cpu_ms = p.cpu_ms - r->connected_before.cpu_ms;
 	}
-	if (R->spawned && !st_daemon_alive(&R->daemon)) {
-		st_daemon_log_tail(&R->daemon, 40);
-		st_run_violation(R, AP_STRESS_INV_DAEMON, "the daemon died during the storm "
-				 "(wait status 0x%x)", (unsigned)R->daemon.wait_status);
+	if (st_daemon_gone(R)) {
+		if (R->spawned) {
+			st_daemon_log_tail(&R->daemon, 40);
+			st_run_violation(R, AP_STRESS_INV_DAEMON, "the daemon died during the storm "
+					 "(wait status 0x%x)", (unsigned)R->daemon.wait_status);
+		} else {
+			st_run_violation(R, AP_STRESS_INV_DAEMON, "the daemon (pid %ld) exited during "
+					 "the storm", (long)R->pid);
+		}
 		goto out;
 	}
 
@@ -386,7 +398,7 @@ int ap_stress_run(const ap_stress_options *o, ap_stress_report *out, char *err, 
 	copy_counters(R);
 	st_fleet_stop(R->fleet, &out->first_task, &out->failover);
 	R->fleet = NULL;
-	if (R->pid > 0 && (!R->spawned || st_daemon_alive(&R->daemon))) {
+	if (R->pid > 0 && !st_daemon_gone(R)) {
 		wait_released(R);
 		wait_resources(R, &out->before_connect, &out->after_close, RESOURCE_WAIT_MS);
 		pthread_mutex_lock(&R->vlock);
@@ -395,7 +407,7 @@ int ap_stress_run(const ap_stress_options *o, ap_stress_report *out, char *err, 
 					  o->thread_slack, o->fd_slack, -1, v);
 		pthread_mutex_unlock(&R->vlock);
 	}
-	if (!R->spawned && !o->keep)
+	if (!R->spawned && !o->keep && !st_daemon_gone(R))
 		st_delete_mine(R);
 
 	v->r[AP_STRESS_INV_STATUSES].checked = true;

@@ -259,11 +259,17 @@ void st_admin_lists_free(st_run *R)
 
 void st_delete_mine(st_run *R)
 {
-	for (size_t i = 0; i < R->n_mine; i++) {
+	for (size_t i = 0; i < R->n_mine && !st_interrupted(); i++) {
 		Aggregator__TaskOpResp *resp = NULL;
-		ap_rpc_status st;
-		ap_client_delete_task(R->admin, R->mine[i].id, &resp, &R->aco, &st);
+		ap_rpc_status st = { 0 };
+		int rc = ap_client_delete_task(R->admin, R->mine[i].id, &resp, &R->aco, &st);
 		ap_client_free(resp);
+		/* An unreachable daemon would cost ADMIN_TIMEOUT_MS per task. */
+		if (rc != 0 || st.code == AP_RPC_UNAVAILABLE || st.code == AP_RPC_DEADLINE_EXCEEDED) {
+			fprintf(stderr, "ap stress: cannot delete the tasks it created (%zu left): %s\n",
+				R->n_mine - i, rc ? ap_strerror(rc) : ap_rpc_code_name(st.code));
+			break;
+		}
 	}
 	R->n_mine = 0;
 }

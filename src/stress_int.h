@@ -164,6 +164,11 @@ bool st_settle(st_run *R, st_snapshot *snap, double *took_s);
 void st_check(st_run *R, const st_snapshot *snap);
 /* True once SIGINT or SIGTERM asked the run to stop early. */
 bool st_interrupted(void);
+/* True when the daemon under test is known to be gone: the spawned one
+ * exited, or the process of --daemon-pid no longer exists. Everything
+ * after the storm that needs the daemon is skipped then, so a run against
+ * a dead daemon ends in seconds instead of timing out call after call. */
+bool st_daemon_gone(st_run *R);
 /* Record a violation of `inv` from the main thread. */
 void st_run_violation(st_run *R, ap_stress_inv inv, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
