@@ -424,10 +424,11 @@ static void server_stop(server *s)
 	ap_client_close(s->admin);
 	s->admin = NULL;
 	int status = stop_child(s->pid, 30000);
-	if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
-		fprintf(stderr, "bench_grpc: %s did not exit cleanly (log kept in %s)\n",
-			s->admin_target[0] ? "ap aggregator" : "raw_server", s->dir);
-	else {
+	if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		fprintf(stderr, "bench_grpc: %s did not exit cleanly (status 0x%x; log kept in %s)\n",
+			s->admin_target[0] ? "ap aggregator" : "raw_server", (unsigned)status, s->dir);
+		untrack_dir(s->dir); /* kept: cleanup() would remove it */
+	} else {
 		rmtree(s->dir);
 		untrack_dir(s->dir);
 	}
