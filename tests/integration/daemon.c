@@ -365,6 +365,92 @@ int td_wait_threads(const td_daemon *d, int want, int64_t timeout_ms)
 	return n;
 }
 
+/* Calls fn with the name (/proc/PID/task/TID/comm) of each of the
+ * daemon's threads. Returns how many it saw, -1 when the daemon is gone. */
+static int for_each_thread(const td_daemon *d, void (*fn)(const char *name, void *arg), void *arg)
+{
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%d/task", (int)d->pid);
+	DIR *dir = opendir(path);
+	if (!dir)
+		return -1;
+	int n = 0;
+	for (struct dirent *e; (e = readdir(dir)) != NULL;) {
+		if (e->d_name[0] == '.')
+			continue;
+		char comm_path[64 + 256 + 8], name[20] = "?";
+		snprintf(comm_path, sizeof comm_path, "%s/%s/comm", path, e->d_name);
+		FILE *f = fopen(comm_path, "r");
+		if (f) {
+			if (fgets(name, sizeof name, f))
+				name[strcspn(name, "\n")] = '\0';
+			fclose(f);
+		}
+		fn(name, arg);
+		n++;
+	}
+	closedir(dir);
+	return n;
+}
+
+typedef struct {
+	const char *prefix;
+	int n;
+} named_count;
+
+static void count_named(const char *name, void *arg)
+{
+	named_count *c = arg;
+	c->n += strncmp(name, c->prefix, strlen(c->prefix)) == 0;
+}
+
+int td_threads_named(const td_daemon *d, const char *prefix)
+{
+	named_count c = { prefix, 0 };
+	return for_each_thread(d, count_named, &c) < 0 ? -1 : c.n;
+}
+
+int td_wait_threads_named(const td_daemon *d, const char *prefix, int want, int64_t timeout_ms)
+{
+	int64_t deadline = ap_clock_mono_ms() + timeout_ms;
+	int n;
+	while ((n = td_threads_named(d, prefix)) > want && ap_clock_mono_ms() < deadline)
+		sleep_ms(10);
+	return n;
+}
+
+enum { MAX_NAMES = 64 };
+typedef struct {
+	char names[MAX_NAMES][20];
+	int counts[MAX_NAMES], n;
+} name_tally;
+
+static void tally(const char *name, void *arg)
+{
+	name_tally *t = arg;
+	int i = 0;
+	while (i < t->n && strcmp(t->names[i], name) != 0)
+		i++;
+	if (i == t->n) {
+		if (t->n == MAX_NAMES)
+			return;
+		snprintf(t->names[t->n], sizeof t->names[t->n], "%s", name);
+		t->counts[t->n++] = 0;
+	}
+	t->counts[i]++;
+}
+
+void td_print_threads(const td_daemon *d)
+{
+	name_tally t = { .n = 0 };
+	if (for_each_thread(d, tally, &t) < 0)
+		return;
+	fprintf(stderr, "daemon threads by name:");
+	for (int i = 0; i < t.n; i++)
+		fprintf(stderr, " %s x%d", t.names[i], t.counts[i]);
+	fputc('\n', stderr);
+}
+
 void td_dump_log(const td_daemon *d, int lines)
 {
 	FILE *f = fopen(d->log_path, "r");

@@ -99,6 +99,14 @@ int td_threads(const td_daemon *d);
 /* Poll td_threads until it is <= want, up to timeout_ms. Returns the last
  * count seen. */
 int td_wait_threads(const td_daemon *d, int want, int64_t timeout_ms);
+/* How many of the daemon's threads have a name starting with prefix
+ * ("ap" counts ap's own: main, ap-stream, ap-rpc-worker, ap-ticker-N...,
+ * not gRPC's pools), -1 on error; and the polling wait for it. */
+int td_threads_named(const td_daemon *d, const char *prefix);
+int td_wait_threads_named(const td_daemon *d, const char *prefix, int want, int64_t timeout_ms);
+/* Print the daemon's thread names (/proc/PID/task/TID/comm), counted, to
+ * stderr: what a thread-count check failed on. */
+void td_print_threads(const td_daemon *d);
 /* Print the last `lines` lines of the daemon's log to stderr. */
 void td_dump_log(const td_daemon *d, int lines);
 /* Count lines of the log containing `needle`. */

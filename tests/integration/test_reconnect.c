@@ -149,6 +149,8 @@ static void test_reconnection_flow(void **state)
 }
 
 #define STORM 50
+/* Threads gRPC's own pools may add during a burst and keep. */
+#define GRPC_POOL_SLACK 8
 
 static void test_rapid_reconnect_race(void **state)
 {
@@ -165,14 +167,16 @@ static void test_rapid_reconnect_race(void **state)
 
 	/* Warm up (gRPC starts some threads lazily), then take the baseline
 	 * with no session alive. */
-	int idle = td_threads(d);
+	int idle = td_threads(d), ap_idle = td_threads_named(d, "ap");
 	it_op *warm = it_op_start(d->target, a, 1);
 	assert_true(it_op_wait_count(warm, n, TD_WAIT_MS));
 	it_op_free(warm);
 	int baseline = td_wait_threads(d, idle, 5000);
-	assert_true(baseline > 0);
-	fprintf(stderr, "daemon threads: idle %d, baseline after warm-up %d\n",
-		idle, baseline);
+	int ap_baseline = td_wait_threads_named(d, "ap", ap_idle, 5000);
+	assert_true(baseline > 0 && ap_baseline > 0);
+	fprintf(stderr, "daemon threads: idle %d, baseline after warm-up %d (ap's own %d)\n",
+		idle, baseline, ap_baseline);
+	td_print_threads(d);
 
 	/* The storm: each reconnect is a new connection and a new stream,
 	 * opened without waiting for the server's answer, so the server may
@@ -245,16 +249,22 @@ static void test_rapid_reconnect_race(void **state)
 	assert_all_owned_by(d, n, a);
 	assert_false(it_op_ended(ops[survivor], NULL));
 
-	/* With every stream closed, the daemon's threads return to the
-	 * baseline: no session thread or ticker job leaked. */
+	/* With every stream closed, ap's own threads return to the baseline:
+	 * no stream thread leaked. gRPC's pools (grpc_global_timer,
+	 * event_engine) may keep a few threads a burst made them start
+	 * (CI saw +3 once), so the total only has to stay within
+	 * GRPC_POOL_SLACK. */
 	for (int i = 0; i < STORM; i++)
 		it_op_free(ops[i]);
-	int threads = td_wait_threads(d, baseline, TD_WAIT_MS);
-	fprintf(stderr, "daemon threads after the storm: %d (baseline %d)\n",
-		threads, baseline);
-	if (threads > baseline)
-		fail_msg("daemon has %d threads after the storm, baseline %d",
-			 threads, baseline);
+	int ap_threads = td_wait_threads_named(d, "ap", ap_baseline, TD_WAIT_MS);
+	int threads = td_wait_threads(d, baseline, 1000);
+	fprintf(stderr, "daemon threads after the storm: %d (baseline %d), ap's own %d (baseline %d)\n",
+		threads, baseline, ap_threads, ap_baseline);
+	if (ap_threads > ap_baseline || threads > baseline + GRPC_POOL_SLACK) {
+		td_print_threads(d);
+		fail_msg("daemon has %d threads after the storm (ap's own %d), baseline %d (%d)",
+			 threads, ap_threads, baseline, ap_baseline);
+	}
 	d->passed = true;
 }
 
