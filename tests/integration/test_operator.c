@@ -40,7 +40,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -50,6 +49,7 @@
 #include "ap/clock.h"
 #include "ap/error.h"
 #include "daemon.h"
+#include "proc.h"
 #include "itest.h"
 
 /* Bound on SIGTERM -> exit of the operator: the stream is cancelled at
@@ -137,14 +137,12 @@ static void write_op_conf(const char *path, int port, const char *address, const
 	write_file(path, text);
 }
 
-/* fork + exec `ap --config CONF operator ARGS...` with its output in log.
- * Only async-signal-safe calls in the child. */
+/* `ap --config CONF operator ARGS...` with its output in log (pr_spawn). */
 static pid_t spawn(const char *conf, const char *log, const char *const *args)
 {
-	const char *ap = ap_binary();
 	const char *argv[16];
 	size_t n = 0;
-	argv[n++] = ap;
+	argv[n++] = ap_binary();
 	if (conf) {
 		argv[n++] = "--config";
 		argv[n++] = conf;
@@ -153,27 +151,8 @@ static pid_t spawn(const char *conf, const char *log, const char *const *args)
 	for (size_t i = 0; args && args[i] && n < 15; i++)
 		argv[n++] = args[i];
 	argv[n] = NULL;
-	int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-	assert_true(fd >= 0);
-	pid_t parent = getpid();
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(127);
-		int devnull = open("/dev/null", O_RDONLY);
-		if (devnull >= 0)
-			dup2(devnull, 0);
-		dup2(fd, 1);
-		dup2(fd, 2);
-		sigset_t none;
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		execv(ap, (char *const *)argv);
-		_exit(127);
-	}
-	close(fd);
+	pid_t pid = pr_spawn(log, (char *const *)argv);
+	assert_true(pid > 0);
 	return pid;
 }
 
