@@ -74,7 +74,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -86,6 +85,7 @@
 #include "ap/client.h"
 #include "ap/clock.h"
 #include "ap/error.h"
+#include "ap/spawn.h"
 #include "raw_client.h"
 
 /* ---- options and results ------------------------------------------------ */
@@ -248,9 +248,6 @@ static void sleep_ms(int64_t ms)
 		;
 }
 
-/* fork + exec (harmless after grpc_init, unlike a fork that goes on using
- * gRPC). stdout to out_fd (or the log), stderr to the log; the child dies
- * with us. Only async-signal-safe calls in the child. */
 /* The CPU a spawned child is pinned to (-1: none) and the log level of
  * the daemons ap_start writes a config for; the storm section sets both. */
 static int spawn_cpu = -1;
@@ -283,35 +280,17 @@ static void pin_self(int cpu)
 	closedir(d);
 }
 
+/* ap_spawn with stdout to out_fd (or the log), stderr to the log, pinned
+ * to spawn_cpu; the child is tracked for cleanup(). */
 static pid_t spawn(char *const argv[], const char *log_path, int out_fd)
 {
-	cpu_set_t cpus;
-	cpu_only(&cpus, spawn_cpu);
-	pid_t parent = getpid();
 	int logfd = open(log_path ? log_path : "/dev/null", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
 			 0644);
 	if (logfd < 0)
 		die("cannot open %s: %s", log_path, strerror(errno));
-	pid_t pid = fork();
+	pid_t pid = ap_spawn(argv, -1, out_fd >= 0 ? out_fd : logfd, logfd, spawn_cpu);
 	if (pid < 0)
 		die("fork: %s", strerror(errno));
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(127);
-		int devnull = open("/dev/null", O_RDONLY);
-		if (devnull >= 0)
-			dup2(devnull, 0);
-		dup2(out_fd >= 0 ? out_fd : logfd, 1);
-		dup2(logfd, 2);
-		sigset_t none;
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		if (spawn_cpu >= 0) /* a bare system call */
-			sched_setaffinity(0, sizeof cpus, &cpus);
-		execv(argv[0], argv);
-		_exit(127);
-	}
 	close(logfd);
 	track_child(pid);
 	return pid;

@@ -19,12 +19,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "ap/clock.h"
 #include "ap/error.h"
+#include "ap/spawn.h"
 #include "stress_int.h"
 
 #define START_TIMEOUT_MS 60000
@@ -84,28 +84,12 @@ static const char *ap_binary(const ap_stress_options *o, char *buf, size_t len)
 
 static pid_t spawn(st_daemon *d, const char *ap)
 {
-	pid_t parent = getpid();
 	int logfd = open(d->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 	if (logfd < 0)
 		return -1;
-	pid_t pid = fork();
-	if (pid == 0) {
-		/* Async-signal-safe calls only. */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(127);
-		int devnull = open("/dev/null", O_RDONLY);
-		if (devnull >= 0)
-			dup2(devnull, 0);
-		dup2(logfd, 1);
-		dup2(logfd, 2);
-		sigset_t none;
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		execl(ap, ap, "--config", d->conf_path, "aggregator", "--port-file",
-		      d->port_path, (char *)NULL);
-		_exit(127);
-	}
+	char *argv[] = { (char *)ap, "--config", d->conf_path, "aggregator", "--port-file",
+			 d->port_path, NULL };
+	pid_t pid = ap_spawn(argv, -1, logfd, logfd, -1);
 	close(logfd);
 	return pid;
 }

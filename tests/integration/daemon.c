@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -18,6 +17,7 @@
 #include <dirent.h>
 
 #include "ap/clock.h"
+#include "ap/spawn.h"
 #include "ap/error.h"
 #include "daemon.h"
 
@@ -147,27 +147,12 @@ td_daemon *td_create(const td_options *o)
  * goes on using gRPC). Only async-signal-safe calls in the child. */
 static pid_t spawn_daemon(td_daemon *d, const char *ap_path)
 {
-	pid_t parent = getpid();
 	int logfd = open(d->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 	assert_true(logfd >= 0);
-	pid_t pid = fork();
+	char *argv[] = { (char *)ap_path, "--config", d->conf_path, "aggregator", "--port-file",
+			 d->port_path, NULL };
+	pid_t pid = ap_spawn(argv, -1, logfd, logfd, -1);
 	assert_true(pid >= 0);
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(127);
-		int devnull = open("/dev/null", O_RDONLY);
-		if (devnull >= 0)
-			dup2(devnull, 0);
-		dup2(logfd, 1);
-		dup2(logfd, 2);
-		sigset_t none;
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		execl(ap_path, ap_path, "--config", d->conf_path, "aggregator",
-		      "--port-file", d->port_path, (char *)NULL);
-		_exit(127);
-	}
 	close(logfd);
 	return pid;
 }

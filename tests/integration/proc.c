@@ -7,13 +7,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "ap/clock.h"
+#include "ap/spawn.h"
 #include "proc.h"
 
 static void sleep_ms(int ms)
@@ -63,22 +63,6 @@ static char *slurp(int fd)
 }
 
 /* The child side of a fork: only async-signal-safe calls. */
-static void exec_child(pid_t parent, int in, int out, int err, char *const argv[])
-{
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	if (getppid() != parent)
-		_exit(127);
-	if (in >= 0)
-		dup2(in, 0);
-	dup2(out, 1);
-	dup2(err, 2);
-	sigset_t none;
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
-	execv(argv[0], argv);
-	_exit(127);
-}
-
 static int decode_status(int status)
 {
 	if (WIFEXITED(status))
@@ -110,10 +94,7 @@ int pr_run(pr_result *r, const char *input, int64_t timeout_ms, char *const argv
 		in = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	}
 	int64_t t0 = ap_clock_mono_ms();
-	pid_t parent = getpid();
-	pid_t pid = out >= 0 && err >= 0 && in >= 0 ? fork() : -1;
-	if (pid == 0)
-		exec_child(parent, in, out, err, argv);
+	pid_t pid = out >= 0 && err >= 0 && in >= 0 ? ap_spawn(argv, in, out, err, -1) : -1;
 	if (pid > 0) {
 		int status = pr_wait(pid, timeout_ms);
 		if (status == -1) {
@@ -186,10 +167,7 @@ pid_t pr_spawn(const char *log_path, char *const argv[])
 			close(in);
 		return -1;
 	}
-	pid_t parent = getpid();
-	pid_t pid = fork();
-	if (pid == 0)
-		exec_child(parent, in, logfd, logfd, argv);
+	pid_t pid = ap_spawn(argv, in, logfd, logfd, -1);
 	close(logfd);
 	close(in);
 	return pid;
