@@ -64,11 +64,6 @@ static void answer(ap_notify_result *res, const char *status, int64_t remaining,
 	snprintf(res->message, sizeof res->message, "%s", message);
 }
 
-static int64_t remaining(const Apstore__TaskRecord *r)
-{
-	return r->max_execution > 0 ? r->max_execution - r->execution_count : -1;
-}
-
 static int put_task_fn(ap_store_txn *txn, void *arg)
 {
 	return engine_put_task(txn, arg);
@@ -79,7 +74,9 @@ static int count_execution_locked(ap_engine *e, ap_task *t, ap_notify_result *re
 	Apstore__TaskRecord *r = ap_task_record_dup(t->record);
 	if (!r)
 		return AP_ENOMEM;
-	r->execution_count++;
+	/* Saturates: a damaged record's INT64_MAX must not overflow. */
+	if (r->execution_count < INT64_MAX)
+		r->execution_count++;
 	bool last = r->max_execution > 0 && r->execution_count >= r->max_execution;
 	if (last) {
 		/* The notification that reaches max_execution completes the task:
@@ -105,7 +102,7 @@ static int count_execution_locked(ap_engine *e, ap_task *t, ap_notify_result *re
 	}
 	ap_record_free_task(t->record);
 	t->record = r;
-	answer(res, "enabled", remaining(r), true, "");
+	answer(res, "enabled", ap_task_record_remaining(r), true, "");
 	return 0;
 }
 
@@ -144,7 +141,7 @@ int ap_engine_notify(ap_engine *e, const char *address_in, const char *task_id,
 		goto out;
 	}
 	if (r->start_at > 0 && now < r->start_at) {
-		answer(res, "not_started", remaining(r), true, "task has not started");
+		answer(res, "not_started", ap_task_record_remaining(r), true, "task has not started");
 		goto out;
 	}
 	/* Without a trigger_request_id there is nothing to deduplicate on. */
@@ -160,7 +157,7 @@ int ap_engine_notify(ap_engine *e, const char *address_in, const char *task_id,
 		HASH_FIND_STR(e->dedup, key, d);
 		if (d) {
 			free(key);
-			answer(res, "deduplicated", remaining(r), true, "trigger already recorded");
+			answer(res, "deduplicated", ap_task_record_remaining(r), true, "trigger already recorded");
 			goto out;
 		}
 	}

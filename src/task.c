@@ -273,6 +273,14 @@ Apstore__TaskRecord *ap_task_record_from_new(const Aggregator__NewTask *nt,
 	return record_copy(&r);
 }
 
+int64_t ap_task_record_remaining(const Apstore__TaskRecord *r)
+{
+	if (r->max_execution <= 0)
+		return -1;
+	int64_t done = r->execution_count > 0 ? r->execution_count : 0;
+	return done >= r->max_execution ? 0 : r->max_execution - done;
+}
+
 Apstore__TaskRecord *ap_task_record_dup(const Apstore__TaskRecord *r)
 {
 	return record_copy(r);
@@ -300,7 +308,7 @@ int ap_task_pack_message(const ap_task *t, ap_op op, uint8_t **out, size_t *len)
 	m.op = (Aggregator__MessageOp)op;
 	m.task_metadata = &md;
 	md.task_id = (char *)t->id;
-	md.remain = r->max_execution > 0 ? r->max_execution - r->execution_count : -1;
+	md.remain = ap_task_record_remaining(r);
 	md.expired_at = r->expired_at;
 	md.trigger = r->trigger;
 	md.start_at = r->start_at;

@@ -88,6 +88,12 @@ Apstore__TaskRecord *ap_task_record_from_new(const Aggregator__NewTask *nt,
 /* Deep copy of a record (for a change that may be rolled back). */
 Apstore__TaskRecord *ap_task_record_dup(const Apstore__TaskRecord *r);
 
+/* Executions left: -1 when unlimited (max_execution <= 0), else
+ * max_execution - execution_count, never below 0 and without overflow for
+ * any values a stored record may hold (a negative count, from a damaged
+ * record, counts as none). */
+int64_t ap_task_record_remaining(const Apstore__TaskRecord *r);
+
 /* Pack the SyncMessagesResp for `op` about task t (MONITOR carries the
  * whole metadata, removals only the id). 0 or AP_ENOMEM. */
 int ap_task_pack_message(const ap_task *t, ap_op op, uint8_t **out, size_t *len);

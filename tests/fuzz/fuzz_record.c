@@ -147,7 +147,8 @@ static void task_record(const uint8_t *data, size_t size)
 		Apstore__TaskRecord *copy = ap_task_record_dup(r);
 		FZ_CHECK(copy != NULL || fz_known_tag0(&r->base));
 		if (copy) {
-			copy->execution_count++;
+			if (copy->execution_count < INT64_MAX) /* as the engine counts */
+				copy->execution_count++;
 			check_repack(&copy->base, &apstore__task_record__descriptor);
 			ap_record_free_task(copy);
 		}

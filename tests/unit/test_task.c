@@ -82,12 +82,34 @@ static void test_trigger_check(void **state)
 	assert_non_null(strstr(err, "does not match"));
 }
 
+/* Executions left, for any value a (possibly damaged) stored record holds:
+ * never negative, never an overflow (UBSan fails this test otherwise). */
+static void test_record_remaining(void **state)
+{
+	(void)state;
+	Apstore__TaskRecord r = APSTORE__TASK_RECORD__INIT;
+	r.max_execution = 0;
+	assert_int_equal(ap_task_record_remaining(&r), -1);
+	r.max_execution = 5;
+	r.execution_count = 2;
+	assert_int_equal(ap_task_record_remaining(&r), 3);
+	r.execution_count = 7;
+	assert_int_equal(ap_task_record_remaining(&r), 0);
+	r.max_execution = INT64_MAX;
+	r.execution_count = INT64_MIN;
+	assert_int_equal(ap_task_record_remaining(&r), INT64_MAX);
+	r.max_execution = 3;
+	r.execution_count = INT64_MAX;
+	assert_int_equal(ap_task_record_remaining(&r), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_ulid_format_and_order),
 		cmocka_unit_test(test_id_rules),
 		cmocka_unit_test(test_trigger_check),
+		cmocka_unit_test(test_record_remaining),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
